@@ -1,0 +1,71 @@
+"""AlexNet (Krizhevsky, Sutskever and Hinton, 2012), with the layer choices as arguments."""
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from .layers import conv_padding, flat_features, make_activation, make_norm, make_pool
+
+PAPER_PADDINGS = (0, 2, 1, 1, 1)
+POOL_AFTER = (0, 1, 4)  # overlapping max pooling follows conv1, conv2 and conv5
+LRN_AFTER = (0, 1)  # the paper normalizes the responses of conv1 and conv2 only
+
+
+class AlexNet(nn.Module):
+    """conv1 - pool - conv2 - pool - conv3 - conv4 - conv5 - pool - FC6 - FC7 - FC8.
+
+    The defaults are the 2012 paper's network: 227x227 input, 96-256-384-384-256 kernels of
+    11/5/3/3/3 (conv1 at stride 4), local response normalization, 3x3 max pooling at stride 2,
+    dropout 0.5 and two FC layers of 4096. `conf/model/alexnet.yaml` keeps this structure and
+    shrinks kernels, strides and widths for 32x32 CIFAR-10 images.
+
+    Normalization follows the activation (conv - ReLU - LRN, as in the paper); LRN sits after
+    conv1 and conv2 as in the paper, any other norm after every convolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 1000,
+        input_size: Sequence[int] = (227, 227),
+        widths: Sequence[int] = (96, 256, 384, 384, 256),
+        kernel_sizes: Sequence[int] = (11, 5, 3, 3, 3),
+        strides: Sequence[int] = (4, 1, 1, 1, 1),
+        hidden_features: int = 4096,
+        activation: str = "relu",
+        pooling: str = "max",
+        pool_kernel_size: int | None = None,
+        pool_stride: int | None = None,
+        padding: str | int = "default",
+        norm: str = "lrn",
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if not len(widths) == len(kernel_sizes) == len(strides) == 5:
+            raise ValueError("AlexNet has five convolutions: widths, kernel_sizes and strides need 5 values each")
+        pool_kernel_size = pool_kernel_size or 3
+        pool_stride = pool_stride or 2
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for index, (width, kernel_size, stride) in enumerate(zip(widths, kernel_sizes, strides)):
+            pad = conv_padding(padding, kernel_size, default=PAPER_PADDINGS[index])
+            layers += [nn.Conv2d(channels, width, kernel_size, stride=stride, padding=pad), make_activation(activation)]
+            if norm != "lrn" or index in LRN_AFTER:
+                layers.append(make_norm(norm, width))
+            if index in POOL_AFTER:
+                layers.append(make_pool(pooling, pool_kernel_size, pool_stride))
+            channels = width
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(flat_features(self.features, in_channels, input_size), hidden_features),  # FC6
+            make_activation(activation),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_features, hidden_features),  # FC7
+            make_activation(activation),
+            nn.Linear(hidden_features, num_classes),  # FC8
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))

@@ -1,0 +1,27 @@
+"""python train.py [overrides]: trains LeNet-5 on MNIST by default; see README.md."""
+
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from classic_cnns import ClassicCNNsError
+from classic_cnns.train import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return train(cfg)
+    except ClassicCNNsError as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra records the failed job; the other jobs of the sweep still run
+        logging.getLogger("train").error("%s", error)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
