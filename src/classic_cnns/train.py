@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from classic_cnns.data import ImageDataModule
@@ -85,7 +86,11 @@ def _log_hyperparams(loggers, config: dict[str, Any], seed: int, metrics: dict[s
     params["trainer"] = {key: config["trainer"].get(key) for key in ("max_epochs", "precision", "accelerator")}
     final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items() if "/" in k}
     for logger in loggers:
-        logger.log_hyperparams(params, final)
+        if isinstance(logger, TensorBoardLogger):  # links the metrics to the hparams record
+            logger.log_hyperparams(params, final)
+        else:
+            logger.log_hyperparams(params)
+            logger.log_metrics(final)
         logger.save()
 
 

@@ -1,0 +1,53 @@
+"""`python train.py` as a user runs it, in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+FAST = ["trainer=debug", "data.batch_size=32", "data.val_size=40", "data.eval_batch_size=50"]
+
+
+def run_cli(*args: str, data_dir, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=240,
+    )
+
+
+def test_multirun_gives_each_job_its_own_dir_and_tensorboard_run(data_dir, tmp_path):
+    result = run_cli("-m", "pooling=max,avg", *FAST, data_dir=data_dir, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [job.name for job in jobs] == ["0", "1"]
+    for job, pooling in zip(jobs, ("max", "avg")):
+        assert json.loads((job / "metrics.json").read_text())["test/acc"] >= 0.0
+        (tb_run,) = (job / "tensorboard").iterdir()
+        assert f"pooling={pooling}" in tb_run.name and any(tb_run.glob("events.out.tfevents.*"))
+
+
+def test_missing_data_is_one_clear_message_not_a_traceback(tmp_path):
+    result = run_cli("data.download=false", *FAST, data_dir=tmp_path / "empty", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "MNIST was not found in" in output and "train-images-idx3-ubyte" in output
+    assert "Traceback" not in output
+
+
+def test_runs_started_together_never_share_a_dir(data_dir, tmp_path):
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *FAST, "callbacks=none", "logger=csv"],
+            cwd=tmp_path, env={**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(2)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=240) == 0, proc.stderr.read()[-3000:]
+    runs = list((tmp_path / "outputs" / "runs").glob("*/*"))
+    assert len(runs) == 2 and all((run / "metrics.json").exists() for run in runs)

@@ -1,0 +1,131 @@
+import gzip
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torchvision.datasets
+
+from classic_cnns import ClassicCNNsError
+from classic_cnns.data import CIFAR10DataModule, DatasetNotFoundError, MNISTDataModule
+from classic_cnns.data.base import random_crop
+from classic_cnns.data.mnist import read_idx
+
+from .conftest import image_ids, write_cifar10, write_idx, write_mnist
+
+
+def test_read_idx_plain_and_gzipped(tmp_path):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a-idx3-ubyte", array)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a-idx3-ubyte"), array)
+    (tmp_path / "b-idx3-ubyte.gz").write_bytes(gzip.compress((tmp_path / "a-idx3-ubyte").read_bytes()))
+    np.testing.assert_array_equal(read_idx(tmp_path / "b-idx3-ubyte"), array)
+
+
+def test_truncated_idx_file_is_named(tmp_path):
+    write_idx(tmp_path / "t-idx3-ubyte", np.zeros((10, 28, 28), np.uint8))
+    data = (tmp_path / "t-idx3-ubyte").read_bytes()
+    (tmp_path / "t-idx3-ubyte").write_bytes(data[:-100])
+    with pytest.raises(ClassicCNNsError, match=r"t-idx3-ubyte holds .* truncated"):
+        read_idx(tmp_path / "t-idx3-ubyte")
+
+
+def test_wrong_magic_number_is_named(tmp_path):
+    (tmp_path / "x-idx1-ubyte").write_bytes(b"\x1f\x8b\x08\x00" + bytes(20))
+    with pytest.raises(ClassicCNNsError, match="x-idx1-ubyte is not an IDX file"):
+        read_idx(tmp_path / "x-idx1-ubyte")
+
+
+def test_mnist_validation_is_a_seeded_holdout_and_test_stays_apart(tmp_path):
+    write_mnist(tmp_path, n_train=200, n_test=50)
+    dm = MNISTDataModule(tmp_path, val_size=40, split_seed=3)
+    dm.prepare_data()
+    dm.setup()
+    train, val, test = (image_ids(dm.splits[s].images) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (160, 40, 50)
+    assert train | val == set(range(200)) and not train & val
+    assert not test & (train | val)
+
+    again = MNISTDataModule(tmp_path, val_size=40, split_seed=3)
+    again.setup("fit")
+    assert image_ids(again.splits["val"].images) == val
+    other = MNISTDataModule(tmp_path, val_size=40, split_seed=4)
+    other.setup("fit")
+    assert image_ids(other.splits["val"].images) != val
+
+
+def test_cifar10_reads_the_python_batches(tmp_path):
+    write_cifar10(tmp_path, per_batch=20, n_test=30)
+    dm = CIFAR10DataModule(tmp_path, val_size=10)
+    dm.setup()
+    assert dm.splits["train"].images.shape == (90, 3, 32, 32)
+    assert dm.splits["test"].images.dtype == torch.uint8 and len(dm.splits["test"]) == 30
+    assert image_ids(dm.splits["train"].images) | image_ids(dm.splits["val"].images) == set(range(100))
+
+
+def test_corrupt_cifar_batch_is_named(tmp_path):
+    write_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(ClassicCNNsError, match="data_batch_3 is not a readable CIFAR-10 batch"):
+        CIFAR10DataModule(tmp_path).setup("fit")
+
+
+def test_missing_data_without_download_names_directory_and_files(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as error:
+        MNISTDataModule(tmp_path, download=False).prepare_data()
+    message = str(error.value)
+    assert str(tmp_path / "MNIST" / "raw") in message
+    assert "train-images-idx3-ubyte" in message and "t10k-labels-idx1-ubyte" in message
+    assert "data.data_dir" in message and "CLASSIC_CNNS_DATA_DIR" in message
+
+
+@pytest.mark.parametrize("module, dataset", [(MNISTDataModule, "MNIST"), (CIFAR10DataModule, "CIFAR10")])
+def test_failed_download_offline_is_one_clear_error(tmp_path, monkeypatch, module, dataset):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.datasets, dataset, offline)
+    with pytest.raises(DatasetNotFoundError, match=r"the download failed: URLError.*Expected files there"):
+        module(tmp_path).prepare_data()
+
+
+def test_present_files_are_never_downloaded(tmp_path, monkeypatch):
+    write_mnist(tmp_path)
+    monkeypatch.setattr(torchvision.datasets, "MNIST", lambda *a, **k: pytest.fail("downloaded"))
+    MNISTDataModule(tmp_path).prepare_data()
+
+
+def test_batches_are_gathered_whole(tmp_path):
+    write_mnist(tmp_path, n_train=100)
+    dm = MNISTDataModule(tmp_path, val_size=10, batch_size=32)
+    dm.setup("fit")
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (32, 1, 28, 28) and images.dtype == torch.uint8 and labels.shape == (32,)
+    assert sum(len(b[1]) for b in dm.train_dataloader()) == 90
+
+
+def test_transform_normalizes_and_resizes():
+    dm = MNISTDataModule("unused", mean=(0.5,), std=(0.25,), image_size=32)
+    x = dm.transform(torch.full((4, 1, 28, 28), 255, dtype=torch.uint8))
+    assert x.shape == (4, 1, 32, 32)
+    torch.testing.assert_close(x, torch.full_like(x, 2.0))
+
+
+def test_augmentation_only_in_training():
+    dm = CIFAR10DataModule("unused", crop_padding=4, horizontal_flip=True)
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    torch.testing.assert_close(dm.transform(images), dm.transform(images))
+    assert not torch.equal(dm.transform(images, train=True), dm.transform(images))
+
+
+def test_random_crop_cuts_each_image_at_its_own_offset():
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 8, 8)
+    out = random_crop(x, padding=2)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    offsets = set()
+    for i in range(len(x)):
+        matches = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8])]
+        assert matches, f"image {i} is not a crop of its padded self"
+        offsets.add(matches[0])
+    assert len(offsets) > 1

@@ -1,0 +1,97 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from classic_cnns.train import train
+
+from .conftest import CONF_DIR
+
+METRIC_KEYS = {"val/acc", "val/loss", "test/acc", "test/loss", "fit_seconds", "epochs", "params", "seed"}
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "overrides, data_target, channels",
+    [
+        ([], "MNISTDataModule", 1),
+        (["data=cifar10"], "CIFAR10DataModule", 3),
+        (["model=alexnet"], "CIFAR10DataModule", 3),
+        (["model=alexnet", "data=mnist"], "MNISTDataModule", 1),
+    ],
+    ids=["lenet5-mnist", "lenet5-cifar10", "alexnet-cifar10", "alexnet-mnist"],
+)
+def test_train_every_model_on_every_data_set(make_cfg, tmp_path, overrides, data_target, channels):
+    cfg = make_cfg(*overrides)
+    assert cfg.data._target_.endswith(data_target)
+    result = train(cfg)
+
+    run = tmp_path / "run"
+    metrics = read_metrics(run)
+    assert METRIC_KEYS <= metrics.keys()
+    assert result == metrics["val/acc"] and 0.0 <= metrics["test/acc"] <= 1.0
+    assert metrics["epochs"] == 1 and metrics["params"] > 0
+    assert (run / "config.yaml").exists() and (run / "checkpoints" / "last.ckpt").exists()
+    checkpoint = torch.load(metrics["best_checkpoint"], weights_only=True)  # plain containers only
+    assert checkpoint["hyper_parameters"]["config"]["data"]["_target_"].endswith(data_target)
+    assert checkpoint["state_dict"]["net.features.0.weight"].shape[1] == channels
+
+
+def test_tensorboard_run_named_from_overrides_with_final_metrics_as_hparams(make_cfg, tmp_path):
+    train(make_cfg("pooling=avg"))
+    (run_dir,) = (tmp_path / "run" / "tensorboard").iterdir()
+    assert "pooling=avg" in run_dir.name
+    events = EventAccumulator(str(run_dir)).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "hp/test_acc", "hp/val_acc"} <= scalars
+    assert "hp_metric" not in scalars
+    assert any(tag.startswith("lr-") for tag in scalars)
+    plugin = events.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in plugin and "_hparams_/experiment" in plugin
+    assert b"pooling" in plugin["_hparams_/session_start_info"]
+
+
+def test_seed_zero_is_honoured_and_reproducible(make_cfg, tmp_path):
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train(make_cfg(f"seed={seed}", output_dir=tmp_path / name))
+        runs[name] = read_metrics(tmp_path / name)
+    assert runs["a"]["seed"] == 0
+    assert runs["a"]["test/loss"] == runs["b"]["test/loss"]
+    assert runs["a"]["test/loss"] != runs["c"]["test/loss"]
+
+
+def test_seed_null_draws_and_records_a_seed(make_cfg, tmp_path):
+    train(make_cfg("seed=null", "callbacks=none"))
+    assert isinstance(read_metrics(tmp_path / "run")["seed"], int)
+
+
+def test_optimized_metric_is_returned(make_cfg):
+    cfg = make_cfg("optimized_metric=val/loss", "scheduler=none", "optimizer=adamw")
+    assert train(cfg) == pytest.approx(read_metrics(Path(cfg.paths.output_dir))["val/loss"])
+
+
+def all_options():
+    skip = {"hydra"}
+    for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in skip):
+        for option in sorted(group.glob("*.yaml")):
+            yield f"{group.name}={option.stem}"
+
+
+@pytest.mark.parametrize("override", list(all_options()))
+def test_every_config_option_composes_and_builds(make_cfg, override):
+    cfg = make_cfg(override)
+    datamodule = instantiate(cfg.data)
+    net = instantiate(cfg.model, in_channels=datamodule.channels, num_classes=10, input_size=datamodule.input_size)
+    assert net(torch.zeros(2, datamodule.channels, *datamodule.input_size)).shape == (2, 10)
+    instantiate(cfg.optimizer)(params=net.parameters())
+    for node in ("logger", "callbacks"):
+        [instantiate(c) for c in (cfg.get(node) or {}).values()]
+    if cfg.trainer.accelerator in ("cpu", "auto") or torch.cuda.is_available():
+        instantiate(cfg.trainer, logger=False)
