@@ -1,0 +1,194 @@
+"""What MNIST and CIFAR-10 share: the whole set in memory as uint8, batches as index slices.
+
+There is no per-sample Python on the hot path: a batch is one gather from the uint8 tensor,
+and scaling, augmentation, normalization and resizing run batched on whatever device the
+batch was moved to (`on_after_batch_transfer`), the GPU included.
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from classic_cnns import ClassicCNNsError
+
+
+class DatasetNotFoundError(ClassicCNNsError):
+    pass
+
+
+class TensorBatches(Dataset):
+    """Images and labels held as tensors; the DataLoader fetches a whole batch in one gather."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]):
+        index = torch.as_tensor(indices)
+        return self.images[index], self.labels[index]
+
+
+def _whole_batch(batch):
+    """`__getitems__` already returns the batch: nothing to collate."""
+    return batch
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base class: subclasses say what the data is (`name`, shape, classes, normalization,
+    file names) and how to download and read it; this class splits, batches and transforms."""
+
+    name: str
+    channels: int
+    native_size: tuple[int, int]
+    class_names: Sequence[str]
+    files: Sequence[str]  # relative to `folder`, what must exist to load without a download
+    files_hint: str = ""
+
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        mean: Sequence[float] = (0.5,),
+        std: Sequence[float] = (0.5,),
+        image_size: int | None = None,
+        crop_padding: int = 0,
+        horizontal_flip: bool = False,
+        download: bool = True,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir).expanduser()
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_size, self.split_seed = val_size, split_seed
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.image_size = image_size
+        self.crop_padding, self.horizontal_flip = crop_padding, horizontal_flip
+        self.download, self.num_workers = download, num_workers
+        self.splits: dict[str, TensorBatches] = {}
+
+    # --- what the model needs to know, before any file is read -------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return (self.image_size, self.image_size) if self.image_size else self.native_size
+
+    # --- files ---------------------------------------------------------------------------------
+    @property
+    def folder(self) -> Path:
+        return self.data_dir
+
+    def missing_files(self) -> list[str]:
+        return [name for name in self.files if not self._exists(self.folder / name)]
+
+    @staticmethod
+    def _exists(path: Path) -> bool:
+        return path.exists() or path.with_name(path.name + ".gz").exists()
+
+    def prepare_data(self) -> None:
+        if not self.missing_files():
+            return
+        reason = "data.download=false"
+        if self.download:
+            try:
+                self.download_files()
+                if not self.missing_files():
+                    return
+                reason = "the download did not produce them"
+            except Exception as error:  # offline, HTTP errors, bad archives: all end the same way
+                reason = f"the download failed: {type(error).__name__}: {error}"
+        raise DatasetNotFoundError(
+            f"{self.name} was not found in {self.folder.resolve()} and {reason}. "
+            f"Expected files there: {', '.join(self.files)}{self.files_hint}. "
+            f"Offline, copy them into that directory, or point data.data_dir=... (or the "
+            f"CLASSIC_CNNS_DATA_DIR environment variable) at a directory that holds them."
+        )
+
+    def download_files(self) -> None:
+        raise NotImplementedError
+
+    def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images (N, C, H, W) and int64 labels (N,) of the train or test split."""
+        raise NotImplementedError
+
+    # --- splits --------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and "train" not in self.splits:
+            images, labels = self.load(train=True)
+            if not 0 < self.val_size < len(labels):
+                raise ClassicCNNsError(
+                    f"data.val_size={self.val_size} must be between 1 and {len(labels) - 1}, "
+                    f"the number of {self.name} training images minus one"
+                )
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
+            val, train = order[: self.val_size], order[self.val_size :]
+            self.splits["train"] = TensorBatches(images[train], labels[train])
+            self.splits["val"] = TensorBatches(images[val], labels[val])
+        if stage in (None, "test") and "test" not in self.splits:
+            self.splits["test"] = TensorBatches(*self.load(train=False))
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            shuffle=shuffle,
+            collate_fn=_whole_batch,
+            num_workers=self.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    # --- batched transforms, on the batch's device ---------------------------------------------
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.transform(images, train=training), labels
+
+    def transform(self, images: torch.Tensor, train: bool = False) -> torch.Tensor:
+        """uint8 (N, C, H, W) -> normalized float, augmented when `train`, resized to `input_size`."""
+        x = images.float().div_(255)
+        if train and self.crop_padding:
+            x = random_crop(x, self.crop_padding)
+        if train and self.horizontal_flip:
+            flip = torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5
+            x = torch.where(flip, x.flip(3), x)
+        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        if tuple(x.shape[-2:]) != self.input_size:
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+
+def random_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
+    """torchvision's RandomCrop(size, padding) for a whole batch: zero-pad, then cut each image
+    at its own random offset with one gather."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device)
+    dx = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device)
+    rows = (dy + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    cols = (dx + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    channel = torch.arange(c, device=x.device).view(1, c, 1, 1)
+    return padded[batch, channel, rows, cols]

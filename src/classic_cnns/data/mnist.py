@@ -1,0 +1,64 @@
+"""MNIST from its four IDX files, as torchvision lays them out: DATA_DIR/MNIST/raw/."""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from classic_cnns import ClassicCNNsError
+
+from .base import ImageDataModule
+
+IDX_UBYTE = 0x08
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file of unsigned bytes (plain or .gz) into an array of its shape."""
+    if not path.exists():
+        path = path.with_name(path.name + ".gz")
+    data = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != IDX_UBYTE:
+        raise ClassicCNNsError(f"{path} is not an IDX file of unsigned bytes (wrong magic number)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if len(data) != header + int(np.prod(shape)):
+        raise ClassicCNNsError(
+            f"{path} holds {len(data) - header} bytes of data, its header promises {shape}: "
+            "the file is truncated or corrupt; delete it and download it again"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+class MNISTDataModule(ImageDataModule):
+    name = "MNIST"
+    channels = 1
+    native_size = (28, 28)
+    class_names = tuple(str(digit) for digit in range(10))
+    files = (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    )
+    files_hint = " (each may also be gzipped, .gz)"
+
+    @property
+    def folder(self) -> Path:
+        return self.data_dir / "MNIST" / "raw"
+
+    def download_files(self) -> None:
+        from torchvision.datasets import MNIST
+
+        MNIST(self.data_dir, train=True, download=True)
+
+    def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        prefix = "train" if train else "t10k"
+        images = read_idx(self.folder / f"{prefix}-images-idx3-ubyte")
+        labels = read_idx(self.folder / f"{prefix}-labels-idx1-ubyte")
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ClassicCNNsError(
+                f"{self.folder}: {prefix} images {images.shape} and labels {labels.shape} do not match"
+            )
+        return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
