@@ -53,9 +53,9 @@ def write_cifar10(root: Path, per_batch: int = 48, n_test: int = 100) -> Path:
         n = n_test if name == "test_batch" else per_batch
         first_id = 10_000 if name == "test_batch" else index * per_batch
         images, labels = fake_images(n, 3, 32, first_id, seed=index)
-        batch = {b"data": images.reshape(n, -1), b"labels": labels.astype(int).tolist(), b"batch_label": name.encode()}
+        batch = {"data": images.reshape(n, -1), "labels": labels.astype(int).tolist(), "batch_label": name}
         (folder / name).write_bytes(pickle.dumps(batch))
-    meta = {b"label_names": [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]}
+    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta))
     return root
 

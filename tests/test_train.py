@@ -72,6 +72,11 @@ def test_seed_null_draws_and_records_a_seed(make_cfg, tmp_path):
     assert isinstance(read_metrics(tmp_path / "run")["seed"], int)
 
 
+def test_a_callback_or_logger_set_to_null_is_left_out(make_cfg, tmp_path):
+    train(make_cfg("callbacks.progress_bar=null", "callbacks.lr_monitor=null", "logger=[tensorboard,csv]"))
+    assert (tmp_path / "run" / "csv").is_dir() and (tmp_path / "run" / "tensorboard").is_dir()
+
+
 def test_optimized_metric_is_returned(make_cfg):
     cfg = make_cfg("optimized_metric=val/loss", "scheduler=none", "optimizer=adamw")
     assert train(cfg) == pytest.approx(read_metrics(Path(cfg.paths.output_dir))["val/loss"])

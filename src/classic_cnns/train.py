@@ -48,8 +48,8 @@ def train(cfg: DictConfig) -> float | None:
         label_smoothing=cfg.label_smoothing,
         config=resolved,
     )
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = _instantiate_all(cfg.get("callbacks"))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 
     start = time.perf_counter()
@@ -77,6 +77,11 @@ def train(cfg: DictConfig) -> float | None:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         log.info("metrics: %s", {k: v for k, v in metrics.items() if "/" in k})
     return metrics.get(cfg.optimized_metric)
+
+
+def _instantiate_all(node: DictConfig | None) -> list:
+    """Every entry of a logger/callbacks node; `callbacks.progress_bar=null` drops one."""
+    return [instantiate(entry) for entry in (node or {}).values() if entry is not None]
 
 
 def _log_hyperparams(loggers, config: dict[str, Any], seed: int, metrics: dict[str, Any]) -> None:

@@ -111,7 +111,8 @@ class ImageDataModule(L.LightningDataModule):
                     return
                 reason = "the download did not produce them"
             except Exception as error:  # offline, HTTP errors, bad archives: all end the same way
-                reason = f"the download failed: {type(error).__name__}: {error}"
+                first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                reason = f"the download failed ({type(error).__name__}: {first_line})"
         raise DatasetNotFoundError(
             f"{self.name} was not found in {self.folder.resolve()} and {reason}. "
             f"Expected files there: {', '.join(self.files)}{self.files_hint}. "

@@ -21,9 +21,9 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One pickled CIFAR batch -> uint8 images (N, 3, 32, 32) and labels (N,)."""
     try:
         with open(path, "rb") as file:
-            batch = pickle.load(file, encoding="bytes")
-        images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+            batch = pickle.load(file, encoding="latin1")  # as torchvision: str keys for Python 2 pickles too
+        images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch["labels"], dtype=np.int64)
     except Exception as error:
         raise ClassicCNNsError(
             f"{path} is not a readable CIFAR-10 batch ({type(error).__name__}: {error}); "
