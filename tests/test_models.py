@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from classic_cnns.models import AlexNet, LeNet5
-from classic_cnns.models.layers import MinPool2d, conv_padding, make_pool
+from classic_cnns.models.layers import MinPool2d, SamePad2d, Subsampling2d, conv2d, make_pool
 
 CIFAR_ALEXNET = dict(  # conf/model/alexnet.yaml
     widths=(64, 192, 384, 256, 256), kernel_sizes=(3, 5, 3, 3, 3), strides=(1,) * 5,
@@ -59,10 +59,10 @@ def test_too_small_input_is_a_clear_error():
 
 def test_min_pooling_is_minus_max_of_minus_x():
     x = torch.randn(2, 3, 8, 8)
-    out = make_pool("min", 2, 2)(x)
-    assert isinstance(make_pool("min", 2, 2), MinPool2d)
+    out = make_pool("min", 3, 2, 2)(x)
+    assert isinstance(make_pool("min", 3, 2, 2), MinPool2d)
     torch.testing.assert_close(out, x.unfold(2, 2, 2).unfold(3, 2, 2).amin(dim=(-1, -2)))
-    assert not torch.equal(out, make_pool("max", 2, 2)(x))
+    assert not torch.equal(out, make_pool("max", 3, 2, 2)(x))
 
 
 @pytest.mark.parametrize("pooling", ["max", "avg", "min"])
@@ -83,8 +83,10 @@ def test_pool_geometry_defaults_and_overrides():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(pooling="median"), "unknown pooling 'median'; choose one of: max, avg, min"),
-        (dict(activation="gelu"), "unknown activation 'gelu'; choose one of: relu, tanh, sigmoid"),
+        (dict(pooling="median"), "unknown pooling 'median'; choose one of: max, avg, min, subsampling"),
+        (dict(activation="gelu"), "unknown activation 'gelu'; choose one of: relu, tanh, sigmoid, scaled_tanh"),
+        (dict(padding_mode="mirror"), "unknown padding mode 'mirror'; choose one of: zeros, reflect"),
+        (dict(output="softmax"), "unknown output 'softmax'"),
         (dict(norm="group"), "unknown norm 'group'; choose one of: none, batch, lrn"),
         (dict(padding="full"), "unknown padding 'full'"),
     ],
@@ -94,9 +96,28 @@ def test_unknown_choice_lists_the_valid_ones(kwargs, message):
         LeNet5(**kwargs)
 
 
-def test_conv_padding_formula():
-    assert [conv_padding(p, 5, default=2) for p in ("default", "same", "valid", 3)] == [2, 2, 0, 3]
-    assert conv_padding("same", 11, default=0) == 5
+def test_conv_padding_choices():
+    assert [conv2d(1, 1, 5, padding=p, default_padding=2).padding for p in ("default", "same", "valid", 3)] == [
+        (2, 2), (2, 2), (0, 0), (3, 3)
+    ]
+    assert conv2d(1, 1, 3, padding="same", padding_mode="reflect").padding_mode == "reflect"
+
+
+@pytest.mark.parametrize("size", [7, 8, 31, 32, 227])
+@pytest.mark.parametrize("kernel_size, stride", [(11, 4), (3, 2), (2, 1), (5, 3)])
+def test_same_padding_gives_ceil_n_over_s_also_when_strided(size, kernel_size, stride):
+    conv = conv2d(2, 4, kernel_size, stride=stride, padding="same")
+    out = conv(torch.randn(1, 2, size, size))
+    assert out.shape[-2:] == (-(-size // stride),) * 2
+    assert isinstance(conv[0], SamePad2d) and conv[1].padding == (0, 0)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_padding_mode_reaches_strided_same_padding(mode):
+    pad = SamePad2d(3, 2, mode)
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    expected = torch.nn.functional.pad(x, (0, 1, 0, 1), mode=mode)
+    torch.testing.assert_close(pad(x), expected)
 
 
 def test_lrn_only_after_conv1_and_conv2_batch_norm_after_every_conv():
@@ -106,3 +127,74 @@ def test_lrn_only_after_conv1_and_conv2_batch_norm_after_every_conv():
     assert count(AlexNet(), nn.LocalResponseNorm) == 2
     assert count(AlexNet(norm="batch"), nn.BatchNorm2d) == 5
     assert count(LeNet5(norm="batch"), nn.BatchNorm2d) == 2
+
+
+def per_layer_params(model: nn.Module) -> list[int]:
+    return [sum(p.numel() for p in m.parameters()) for m in model.modules() if not list(m.children())]
+
+
+def lenet5_1998() -> LeNet5:  # conf/model/lenet5_1998.yaml on 32x32 input
+    return LeNet5(
+        input_size=(32, 32), c1_padding=0, activation="scaled_tanh", pooling="subsampling", c3_table=True, output="rbf"
+    )
+
+
+def test_lenet5_1998_has_exactly_the_papers_parameters():
+    model = lenet5_1998()
+    assert n_params(model) == 60_000
+    counts = [c for c in per_layer_params(model) if c]
+    assert counts == [156, 12, 1_516, 32, 48_120, 10_164]  # C1 S2 C3 S4 C5 F6
+    assert model.classifier[-1].prototypes.numel() == 840 and not any(
+        p is model.classifier[-1].prototypes for p in model.parameters()
+    )
+    assert model(torch.zeros(3, 1, 32, 32)).shape == (3, 10)
+
+
+def test_c3_connection_table_cuts_the_right_connections():
+    from classic_cnns.models.lenet import C3_TABLE, ConnectionTableConv2d
+
+    conv = ConnectionTableConv2d(C3_TABLE, 6, 5)
+    for source in range(6):
+        x = torch.zeros(1, 6, 5, 5)
+        x[0, source] = torch.randn(5, 5)
+        out = conv(x)[0, :, 0, 0] - conv.bias
+        for target, inputs in enumerate(C3_TABLE):
+            assert (out[target].abs() > 0) == (source in inputs), (source, target)
+
+
+def test_subsampling_is_window_sum_times_coefficient_plus_bias():
+    pool = Subsampling2d(2, 2, 2)
+    with torch.no_grad():
+        pool.weight.copy_(torch.tensor([0.5, -1.0]))
+        pool.bias.copy_(torch.tensor([1.0, 0.0]))
+    x = torch.arange(32.0).view(1, 2, 4, 4)
+    sums = x.unfold(2, 2, 2).unfold(3, 2, 2).sum(dim=(-1, -2))
+    torch.testing.assert_close(pool(x), sums * torch.tensor([0.5, -1.0]).view(1, 2, 1, 1) + torch.tensor([1.0, 0.0]).view(1, 2, 1, 1))
+
+
+def test_rbf_output_is_minus_squared_distance_to_fixed_bitmaps():
+    rbf = lenet5_1998().classifier[-1]
+    prototypes = rbf.prototypes
+    assert set(prototypes.unique().tolist()) == {-1.0, 1.0} and len({tuple(p.tolist()) for p in prototypes}) == 10
+    out = rbf(prototypes[3:4])
+    assert out.argmax().item() == 3 and out[0, 3].item() == 0.0
+
+
+def test_alexnet_two_gpu_split_and_torchvision_variant():
+    assert n_params(AlexNet(groups=2)) == 60_965_224
+    torchvision_style = AlexNet(widths=(64, 192, 384, 256, 256), paddings=(2, 2, 1, 1, 1), norm="none", input_size=(224, 224))
+    assert n_params(torchvision_style) == 61_100_840  # torchvision.models.alexnet()
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg", "min", "subsampling"])
+@pytest.mark.parametrize("padding", ["valid", "same", 1])
+@pytest.mark.parametrize("size", [28, 32])
+def test_every_pooling_and_padding_on_both_networks(pooling, padding, size):
+    lenet = LeNet5(input_size=(size, size), pooling=pooling, padding=padding).eval()
+    assert lenet(torch.zeros(1, 1, size, size)).shape == (1, 10)
+    build = lambda: AlexNet(**{**CIFAR_ALEXNET, "padding": padding}, pooling=pooling, input_size=(size, size))
+    if padding == "valid":  # five unpadded convolutions and three pools leave nothing of 32x32
+        with pytest.raises(ValueError, match="too small"):
+            build()
+    else:
+        assert build().eval()(torch.zeros(1, 3, size, size)).shape == (1, 1000)

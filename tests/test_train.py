@@ -100,3 +100,36 @@ def test_every_config_option_composes_and_builds(make_cfg, override):
         [instantiate(c) for c in (cfg.get(node) or {}).values()]
     if cfg.trainer.accelerator in ("cpu", "auto") or torch.cuda.is_available():
         instantiate(cfg.trainer, logger=False)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=lenet5_1998"],
+        ["pooling=subsampling", "activation=scaled_tanh"],
+        ["pooling=min", "padding=reflect"],
+        ["model=alexnet", "norm=lrn", "pooling=avg", "pooling.kernel_size=2", "pooling.stride=2"],
+        ["model=alexnet_2012", "model.groups=2", "data.batch_size=4", "data.eval_batch_size=4"],
+        ["model=alexnet_torchvision", "data.batch_size=4", "data.eval_batch_size=4"],
+    ],
+    ids=lambda overrides: " ".join(overrides),
+)
+def test_every_architecture_option_trains_a_step(make_cfg, tmp_path, overrides):
+    train(make_cfg(*overrides, "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"))
+    assert read_metrics(tmp_path / "run")["epochs"] == 1
+
+
+def test_lenet5_1998_sees_mnist_centred_in_32x32(make_cfg):
+    cfg = make_cfg("model=lenet5_1998")
+    datamodule = instantiate(cfg.data)
+    assert datamodule.input_size == (32, 32)
+    x = datamodule.transform(torch.full((1, 1, 28, 28), 255, dtype=torch.uint8))
+    background = (0 - datamodule.mean) / datamodule.std
+    torch.testing.assert_close(x[0, 0, :2], background.view(1, 1).expand(2, 32))  # padded rows
+    assert (x[0, 0, 2:30, 2:30] > 0).all()
+
+
+def test_long_override_lists_still_give_a_valid_run_name(make_cfg):
+    cfg = make_cfg(*(f"+extra.key_{i}=/some/long/path/value_{i}" for i in range(20)))
+    assert "/" not in cfg.run_name and len(cfg.run_name) <= 120
+    assert cfg.run_name != make_cfg(*(f"+extra.key_{i}=/some/long/path/value_{i}" for i in range(19))).run_name

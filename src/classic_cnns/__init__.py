@@ -1,5 +1,6 @@
 """LeNet-5 and AlexNet as a Lightning + Hydra experiment project."""
 
+import hashlib
 import secrets
 
 from omegaconf import OmegaConf
@@ -12,3 +13,14 @@ class ClassicCNNsError(Exception):
 # A short random id, cached like Hydra's ${now:}: run and sweep dirs stay unique even for
 # jobs started in the same second, and every job of a sweep sees the same value.
 OmegaConf.register_new_resolver("unique_id", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+
+
+def safe_dirname(name: str, limit: int = 120) -> str:
+    """`name` as one directory name: no '/', and a long one cut and suffixed with its hash."""
+    name = str(name).replace("/", "_")
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 9]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+OmegaConf.register_new_resolver("safe_dirname", safe_dirname, replace=True)

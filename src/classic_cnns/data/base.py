@@ -63,6 +63,7 @@ class ImageDataModule(L.LightningDataModule):
         mean: Sequence[float] = (0.5,),
         std: Sequence[float] = (0.5,),
         image_size: int | None = None,
+        pad_to: int | None = None,
         crop_padding: int = 0,
         horizontal_flip: bool = False,
         download: bool = True,
@@ -74,7 +75,7 @@ class ImageDataModule(L.LightningDataModule):
         self.val_size, self.split_seed = val_size, split_seed
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self.image_size = image_size
+        self.image_size, self.pad_to = image_size, pad_to
         self.crop_padding, self.horizontal_flip = crop_padding, horizontal_flip
         self.download, self.num_workers = download, num_workers
         self.splits: dict[str, TensorBatches] = {}
@@ -86,7 +87,8 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def input_size(self) -> tuple[int, int]:
-        return (self.image_size, self.image_size) if self.image_size else self.native_size
+        size = self.image_size or self.pad_to
+        return (size, size) if size else self.native_size
 
     # --- files ---------------------------------------------------------------------------------
     @property
@@ -170,6 +172,9 @@ class ImageDataModule(L.LightningDataModule):
     def transform(self, images: torch.Tensor, train: bool = False) -> torch.Tensor:
         """uint8 (N, C, H, W) -> normalized float, augmented when `train`, resized to `input_size`."""
         x = images.float().div_(255)
+        if self.pad_to:
+            top, left = (self.pad_to - x.shape[-2]) // 2, (self.pad_to - x.shape[-1]) // 2
+            x = F.pad(x, (left, self.pad_to - x.shape[-1] - left, top, self.pad_to - x.shape[-2] - top))
         if train and self.crop_padding:
             x = random_crop(x, self.crop_padding)
         if train and self.horizontal_flip:

@@ -4,11 +4,11 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from .layers import conv_padding, flat_features, make_activation, make_norm, make_pool
+from .layers import conv2d, flat_features, make_activation, make_norm, make_pool
 
-PAPER_PADDINGS = (0, 2, 1, 1, 1)
 POOL_AFTER = (0, 1, 4)  # overlapping max pooling follows conv1, conv2 and conv5
 LRN_AFTER = (0, 1)  # the paper normalizes the responses of conv1 and conv2 only
+SPLIT_ACROSS_GPUS = (1, 3, 4)  # conv2, conv4, conv5 see only the maps on their own GPU
 
 
 class AlexNet(nn.Module):
@@ -20,7 +20,9 @@ class AlexNet(nn.Module):
     shrinks kernels, strides and widths for 32x32 CIFAR-10 images.
 
     Normalization follows the activation (conv - ReLU - LRN, as in the paper); LRN sits after
-    conv1 and conv2 as in the paper, any other norm after every convolution.
+    conv1 and conv2 as in the paper, any other norm after every convolution. `groups=2` is the
+    paper's two-GPU split: conv2, conv4 and conv5 connect only maps on the same GPU.
+    `paddings` are the network's own per-layer paddings, used when padding="default".
     """
 
     def __init__(
@@ -31,29 +33,35 @@ class AlexNet(nn.Module):
         widths: Sequence[int] = (96, 256, 384, 384, 256),
         kernel_sizes: Sequence[int] = (11, 5, 3, 3, 3),
         strides: Sequence[int] = (4, 1, 1, 1, 1),
+        paddings: Sequence[int] = (0, 2, 1, 1, 1),
+        groups: int = 1,
         hidden_features: int = 4096,
         activation: str = "relu",
         pooling: str = "max",
         pool_kernel_size: int | None = None,
         pool_stride: int | None = None,
         padding: str | int = "default",
+        padding_mode: str = "zeros",
         norm: str = "lrn",
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        if not len(widths) == len(kernel_sizes) == len(strides) == 5:
-            raise ValueError("AlexNet has five convolutions: widths, kernel_sizes and strides need 5 values each")
+        if not len(widths) == len(kernel_sizes) == len(strides) == len(paddings) == 5:
+            raise ValueError("AlexNet has five convolutions: widths, kernel_sizes, strides, paddings need 5 values each")
         pool_kernel_size = pool_kernel_size or 3
         pool_stride = pool_stride or 2
         layers: list[nn.Module] = []
         channels = in_channels
         for index, (width, kernel_size, stride) in enumerate(zip(widths, kernel_sizes, strides)):
-            pad = conv_padding(padding, kernel_size, default=PAPER_PADDINGS[index])
-            layers += [nn.Conv2d(channels, width, kernel_size, stride=stride, padding=pad), make_activation(activation)]
+            conv = conv2d(
+                channels, width, kernel_size, stride, padding, paddings[index], padding_mode,
+                groups=groups if index in SPLIT_ACROSS_GPUS else 1,
+            )  # fmt: skip
+            layers += [conv, make_activation(activation)]
             if norm != "lrn" or index in LRN_AFTER:
                 layers.append(make_norm(norm, width))
             if index in POOL_AFTER:
-                layers.append(make_pool(pooling, pool_kernel_size, pool_stride))
+                layers.append(make_pool(pooling, width, pool_kernel_size, pool_stride))
             channels = width
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(

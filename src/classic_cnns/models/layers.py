@@ -4,9 +4,11 @@ Pooling, padding, activation and normalization are config values; this module is
 place that turns such a value into a layer, so "min pooling" exists exactly once.
 """
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -17,16 +19,58 @@ class MinPool2d(nn.MaxPool2d):
         return -super().forward(-x)
 
 
+class Subsampling2d(nn.Module):
+    """LeNet-5's S2/S4: the sum of each window times a trainable coefficient, plus a trainable
+    bias, one pair per feature map (LeCun et al. 1998, section II-B)."""
+
+    def __init__(self, channels: int, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+        self.weight = nn.Parameter(torch.full((channels,), 1.0 / kernel_size**2))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        window_sum = F.avg_pool2d(x, self.kernel_size, self.stride) * self.kernel_size**2
+        return window_sum * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class ScaledTanh(nn.Module):
+    """LeNet-5's squashing function f(a) = A tanh(S a) with A = 1.7159, S = 2/3 (appendix A)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 1.7159 * torch.tanh(x * (2.0 / 3.0))
+
+
+class SamePad2d(nn.Module):
+    """TensorFlow's "same" padding, O = ceil(N / S), also for strided convolutions (where
+    PyTorch's padding="same" refuses): pads (S*(O-1) + F - N) in total, the extra pixel of an
+    odd total on the bottom/right, computed from the size of each input."""
+
+    def __init__(self, kernel_size: int, stride: int, mode: str = "zeros") -> None:
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+        self.mode = "constant" if mode == "zeros" else mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size in (x.shape[-1], x.shape[-2]):  # F.pad takes the last dimension first
+            total = max(self.stride * (math.ceil(size / self.stride) - 1) + self.kernel_size - size, 0)
+            pads += [total // 2, total - total // 2]
+        return F.pad(x, pads, mode=self.mode)
+
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
+    "scaled_tanh": ScaledTanh,
 }
 
 POOLS: dict[str, Callable[..., nn.Module]] = {
-    "max": nn.MaxPool2d,
-    "avg": nn.AvgPool2d,
-    "min": MinPool2d,
+    "max": lambda channels, kernel_size, stride: nn.MaxPool2d(kernel_size, stride),
+    "avg": lambda channels, kernel_size, stride: nn.AvgPool2d(kernel_size, stride),
+    "min": lambda channels, kernel_size, stride: MinPool2d(kernel_size, stride),
+    "subsampling": Subsampling2d,
 }
 
 NORMS: dict[str, Callable[[int], nn.Module]] = {
@@ -37,6 +81,7 @@ NORMS: dict[str, Callable[[int], nn.Module]] = {
 }
 
 PADDINGS = ("default", "same", "valid")
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def choose(registry: dict, name: str, what: str):
@@ -50,30 +95,45 @@ def make_activation(name: str) -> nn.Module:
     return choose(ACTIVATIONS, name, "activation")()
 
 
-def make_pool(name: str, kernel_size: int, stride: int) -> nn.Module:
-    return choose(POOLS, name, "pooling")(kernel_size=kernel_size, stride=stride)
+def make_pool(name: str, channels: int, kernel_size: int, stride: int) -> nn.Module:
+    return choose(POOLS, name, "pooling")(channels, kernel_size, stride)
 
 
 def make_norm(name: str, channels: int) -> nn.Module:
     return choose(NORMS, name, "norm")(channels)
 
 
-def conv_padding(padding: str | int, kernel_size: int, default: int) -> int:
-    """Zero padding of one convolution.
+def conv2d(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: str | int = "default",
+    default_padding: int = 0,
+    padding_mode: str = "zeros",
+    groups: int = 1,
+) -> nn.Module:
+    """A convolution with the padding choice applied.
 
-    "default" keeps the network's own value for that layer, "same" keeps the size at stride 1
-    (P = (F - 1) / 2 in O = (N - F + 2P) / S + 1), "valid" adds none, an integer is used as is.
+    "default" keeps the network's own value for this layer, "valid" adds none, an integer is
+    used as is, and "same" gives O = ceil(N / S): P = (F - 1) / 2 in O = (N - F + 2P) / S + 1
+    when that is exact (odd F, stride 1), else a SamePad2d in front of an unpadded convolution.
     """
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"unknown padding mode {padding_mode!r}; choose one of: {', '.join(PADDING_MODES)}")
+    if padding == "same" and (stride > 1 or kernel_size % 2 == 0):
+        return nn.Sequential(
+            SamePad2d(kernel_size, stride, padding_mode),
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, groups=groups),
+        )
     if isinstance(padding, int) and not isinstance(padding, bool) and padding >= 0:
-        return padding
-    if padding == "default":
-        return default
-    if padding == "same":
-        return (kernel_size - 1) // 2
-    if padding == "valid":
-        return 0
-    raise ValueError(
-        f"unknown padding {padding!r}; choose one of: {', '.join(PADDINGS)} or an integer >= 0"
+        pad = padding
+    elif padding in PADDINGS:
+        pad = {"default": default_padding, "same": (kernel_size - 1) // 2, "valid": 0}[padding]
+    else:
+        raise ValueError(f"unknown padding {padding!r}; choose one of: {', '.join(PADDINGS)} or an integer >= 0")
+    return nn.Conv2d(
+        in_channels, out_channels, kernel_size, stride=stride, padding=pad, padding_mode=padding_mode, groups=groups
     )
 
 

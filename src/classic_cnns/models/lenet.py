@@ -2,18 +2,88 @@
 
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .layers import conv_padding, flat_features, make_activation, make_norm, make_pool
+from .layers import conv2d, flat_features, make_activation, make_norm, make_pool
+
+# Table I of the paper: which S2 maps (rows of the table) feed each of the 16 C3 maps. Six take
+# three neighbouring maps, six take four neighbours, three take four non-neighbours, one takes all.
+C3_TABLE = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2, 3, 4, 5),
+)  # fmt: skip
+
+# Stylized 7x12 digit bitmaps for the RBF output units (+1 for '#', -1 for '.'); the paper's
+# Fig. 3 shows its own drawings of this kind.
+DIGIT_BITMAPS = (
+    ("..###..", ".#...#.", "#.....#", "#.....#", "#.....#", "#.....#", "#.....#", "#.....#", "#.....#", "#.....#", ".#...#.", "..###.."),
+    ("...#...", "..##...", ".#.#...", "...#...", "...#...", "...#...", "...#...", "...#...", "...#...", "...#...", "...#...", ".#####."),
+    (".#####.", "#.....#", "......#", "......#", ".....#.", "....#..", "...#...", "..#....", ".#.....", "#......", "#......", "#######"),
+    (".#####.", "#.....#", "......#", "......#", "......#", "..####.", "......#", "......#", "......#", "......#", "#.....#", ".#####."),
+    ("....##.", "...#.#.", "..#..#.", ".#...#.", "#....#.", "#....#.", "#######", ".....#.", ".....#.", ".....#.", ".....#.", ".....#."),
+    ("#######", "#......", "#......", "#......", "######.", "......#", "......#", "......#", "......#", "......#", "#.....#", ".#####."),
+    ("..####.", ".#.....", "#......", "#......", "######.", "#.....#", "#.....#", "#.....#", "#.....#", "#.....#", "#.....#", ".#####."),
+    ("#######", "......#", ".....#.", ".....#.", "....#..", "....#..", "...#...", "...#...", "..#....", "..#....", ".#.....", ".#....."),
+    (".#####.", "#.....#", "#.....#", "#.....#", ".#...#.", "..###..", ".#...#.", "#.....#", "#.....#", "#.....#", "#.....#", ".#####."),
+    (".#####.", "#.....#", "#.....#", "#.....#", "#.....#", ".######", "......#", "......#", "......#", "......#", ".....#.", ".####.."),
+)  # fmt: skip
+
+
+class ConnectionTableConv2d(nn.Module):
+    """C3: a convolution in which output map j sees only the input maps table[j]; one 5x5
+    kernel per connection, so it has exactly the paper's 1,516 parameters."""
+
+    def __init__(self, table: Sequence[Sequence[int]], in_channels: int, kernel_size: int, padding: int = 0) -> None:
+        super().__init__()
+        self.out_channels, self.in_channels = len(table), in_channels
+        self.kernel_size, self.padding = kernel_size, padding
+        outputs = [j for j, inputs in enumerate(table) for _ in inputs]
+        inputs = [i for row in table for i in row]
+        self.register_buffer("index", torch.tensor(outputs) * in_channels + torch.tensor(inputs), persistent=False)
+        fan_in = torch.tensor([len(table[j]) * kernel_size**2 for j in outputs], dtype=torch.float32)
+        bound = (1.0 / fan_in).sqrt().view(-1, 1, 1)
+        self.weight = nn.Parameter((torch.rand(len(inputs), kernel_size, kernel_size) * 2 - 1) * bound)
+        self.bias = nn.Parameter(torch.zeros(len(table)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        full = self.weight.new_zeros(self.out_channels * self.in_channels, self.kernel_size, self.kernel_size)
+        full = full.index_copy(0, self.index, self.weight)
+        full = full.view(self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
+        return F.conv2d(x, full, self.bias, padding=self.padding)
+
+
+class RBFOutput(nn.Module):
+    """The paper's output layer: unit i computes the squared distance of F6's 84 outputs to a
+    fixed +1/-1 prototype (a 7x12 bitmap of digit i). It returns minus the distance, so that
+    the largest value is the prediction and cross-entropy on it is the paper's MAP-style loss
+    y_correct + log(sum_i exp(-y_i)) without its constant term."""
+
+    def __init__(self, in_features: int = 84, num_classes: int = 10) -> None:
+        super().__init__()
+        bitmaps = torch.tensor([[[1.0 if c == "#" else -1.0 for c in row] for row in digit] for digit in DIGIT_BITMAPS])
+        if in_features != 84 or num_classes > len(bitmaps):
+            raise ValueError("the RBF output layer has 10 fixed 7x12 prototypes: it needs 84 inputs and at most 10 classes")
+        self.register_buffer("prototypes", bitmaps.flatten(1)[:num_classes])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -torch.cdist(x, self.prototypes).square()
 
 
 class LeNet5(nn.Module):
     """C1 conv 6@5x5 - S2 pool - C3 conv 16@5x5 - S4 pool - C5 120 - F6 84 - output.
 
-    The paper pads 28x28 digits to 32x32; padding C1 by 2 does the same job, so the default
-    network sees 28x28 MNIST and still has 16 maps of 5x5 before C5. C5 is a 5x5 convolution
-    over 5x5 maps in the paper, i.e. a fully connected layer: here it is one, sized for
-    whatever the feature extractor produces at `input_size`.
+    The paper pads 28x28 digits to 32x32; by default C1 is padded by 2 instead, so the network
+    sees 28x28 MNIST and still has 16 maps of 5x5 before C5. C5 is a 5x5 convolution over 5x5
+    maps in the paper, i.e. a fully connected layer: here it is one, sized for whatever the
+    feature extractor produces at `input_size`.
+
+    `c3_table=True` uses the paper's partial C3 connections, `output="rbf"` its RBF output
+    layer; with pooling="subsampling" the activation follows each pooling layer as well, as
+    in the paper (where every layer up to F6 is squashed).
     """
 
     def __init__(
@@ -26,21 +96,37 @@ class LeNet5(nn.Module):
         pool_kernel_size: int | None = None,
         pool_stride: int | None = None,
         padding: str | int = "default",
+        padding_mode: str = "zeros",
+        c1_padding: int = 2,
         norm: str = "none",
         dropout: float = 0.0,
+        c3_table: bool = False,
+        output: str = "linear",
     ) -> None:
         super().__init__()
+        if output not in ("linear", "rbf"):
+            raise ValueError(f"unknown output {output!r}; choose one of: linear, rbf")
         pool_kernel_size = pool_kernel_size or 2
         pool_stride = pool_stride or pool_kernel_size
+
+        def pool(channels: int) -> list[nn.Module]:
+            squash = [make_activation(activation)] if pooling == "subsampling" else []
+            return [make_pool(pooling, channels, pool_kernel_size, pool_stride), *squash]
+
+        c1 = conv2d(in_channels, 6, 5, padding=padding, default_padding=c1_padding, padding_mode=padding_mode)
+        if c3_table:
+            c3 = ConnectionTableConv2d(C3_TABLE, 6, 5, padding={"default": 0, "valid": 0, "same": 2}.get(padding, padding))
+        else:
+            c3 = conv2d(6, 16, 5, padding=padding, default_padding=0, padding_mode=padding_mode)
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, kernel_size=5, padding=conv_padding(padding, 5, default=2)),  # C1
+            c1,  # C1
             make_activation(activation),
             make_norm(norm, 6),
-            make_pool(pooling, pool_kernel_size, pool_stride),  # S2
-            nn.Conv2d(6, 16, kernel_size=5, padding=conv_padding(padding, 5, default=0)),  # C3
+            *pool(6),  # S2
+            c3,  # C3
             make_activation(activation),
             make_norm(norm, 16),
-            make_pool(pooling, pool_kernel_size, pool_stride),  # S4
+            *pool(16),  # S4
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
@@ -50,7 +136,7 @@ class LeNet5(nn.Module):
             nn.Linear(120, 84),  # F6
             make_activation(activation),
             nn.Dropout(dropout),
-            nn.Linear(84, num_classes),  # output
+            RBFOutput(84, num_classes) if output == "rbf" else nn.Linear(84, num_classes),  # output
         )
 
     def forward(self, x):
