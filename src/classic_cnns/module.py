@@ -18,8 +18,11 @@ class ImageClassifier(L.LightningModule):
 
     `optimizer` is called with the parameters, `scheduler` (optional) with the optimizer and
     `total_steps`, the number of optimizer steps of the whole fit; it is stepped every step.
-    `config` is the run's resolved config as plain containers, stored in checkpoints so that
-    they load with `torch.load(weights_only=True)` and say how to rebuild the model.
+    `config` is the run's resolved config and `data_info` what the model was trained on
+    (class names, input size, normalization), as plain containers: checkpoints load with
+    `torch.load(weights_only=True)` and say how to rebuild the model (see checkpoint.py).
+    Checkpoints also carry the RNG states, so that a resumed run continues the same random
+    sequence (data order, augmentation, dropout) as an uninterrupted one.
     """
 
     def __init__(
@@ -30,6 +33,7 @@ class ImageClassifier(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         label_smoothing: float = 0.0,
         config: dict[str, Any] | None = None,
+        data_info: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
@@ -62,6 +66,18 @@ class ImageClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states", {})
+        if "torch" in states:
+            torch.set_rng_state(states["torch"])
+        if "cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -3,6 +3,7 @@
 import json
 import logging
 import random
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -14,6 +15,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from classic_cnns import ClassicCNNsError
+from classic_cnns.config import validate
 from classic_cnns.data import ImageDataModule
 from classic_cnns.module import ImageClassifier
 
@@ -23,13 +26,19 @@ log = logging.getLogger(__name__)
 # start-up time, so Lightning's advice to add some does not apply.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
+MIN_FREE_BYTES = 200 * 2**20  # checkpoints of the paper's AlexNet are 0.7 GB; smaller nets a few MB
+
 
 def train(cfg: DictConfig) -> float | None:
-    """Fit, test the best checkpoint, write metrics.json; return `cfg.optimized_metric`."""
+    """Fit (or resume from `cfg.ckpt_path`), test the best checkpoint, write metrics.json;
+    return `cfg.optimized_metric`."""
+    validate(cfg)
+    output_dir = _writable_output_dir(Path(cfg.paths.output_dir))
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not Path(ckpt_path).is_file():
+        raise ClassicCNNsError(f"ckpt_path={ckpt_path} does not exist: nothing to resume from (this run would start over)")
     seed = cfg.seed if cfg.seed is not None else random.randrange(2**31)
     L.seed_everything(seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     OmegaConf.save(resolved, output_dir / "config.yaml")
 
@@ -47,13 +56,22 @@ def train(cfg: DictConfig) -> float | None:
         num_classes=datamodule.num_classes,
         label_smoothing=cfg.label_smoothing,
         config=resolved,
+        data_info={
+            "class_names": list(datamodule.class_names),
+            "channels": datamodule.channels,
+            "input_size": list(datamodule.input_size),
+            "native_size": list(datamodule.native_size),
+            "pad_to": datamodule.pad_to,
+            "mean": datamodule.mean.flatten().tolist(),
+            "std": datamodule.std.flatten().tolist(),
+        },
     )
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - start
     val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
@@ -77,6 +95,27 @@ def train(cfg: DictConfig) -> float | None:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         log.info("metrics: %s", {k: v for k, v in metrics.items() if "/" in k})
     return metrics.get(cfg.optimized_metric)
+
+
+def _writable_output_dir(output_dir: Path) -> Path:
+    """Fail before training, not at the first checkpoint, when results could not be written."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise ClassicCNNsError(
+            f"cannot write to the output directory {output_dir} ({error.strerror or error}); "
+            "run from a writable directory or set hydra.run.dir=... (hydra.sweep.dir=... for -m)"
+        ) from None
+    free = shutil.disk_usage(output_dir).free
+    if free < MIN_FREE_BYTES:
+        raise ClassicCNNsError(
+            f"only {free / 2**20:.0f} MiB free on the disk of {output_dir}; checkpoints need more: "
+            "free some space or set hydra.run.dir=... on another disk"
+        )
+    return output_dir
 
 
 def _instantiate_all(node: DictConfig | None) -> list:

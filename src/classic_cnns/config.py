@@ -1,0 +1,71 @@
+"""Checks of a composed config, run before a job starts (and, in a multirun, before any job starts).
+
+Hydra already refuses unknown keys (struct mode) and unknown options of a group
+(`pooling=median`); these checks add the values: types, ranges and layer names set by key.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from classic_cnns import ClassicCNNsError
+from classic_cnns.models.layers import ACTIVATIONS, NORMS, PADDING_MODES, PADDINGS, POOLS
+
+
+class ConfigError(ClassicCNNsError):
+    pass
+
+
+def _int(minimum: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum), f"an integer >= {minimum}"
+
+
+def _optional_int(minimum: int) -> tuple[Callable[[Any], bool], str]:
+    check, text = _int(minimum)
+    return (lambda v: v is None or check(v)), f"null or {text}"
+
+
+def _one_of(names) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in names), "one of: " + ", ".join(names)
+
+
+def _fraction() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, (int, float)) and 0 <= v < 1), "a number in [0, 1)"
+
+
+CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": _optional_int(0),
+    "label_smoothing": _fraction(),
+    "trainer.max_epochs": _int(1),
+    "data.batch_size": _int(1),
+    "data.eval_batch_size": _int(1),
+    "data.val_size": _int(1),
+    "data.split_seed": _int(0),
+    "data.image_size": _optional_int(1),
+    "data.pad_to": _optional_int(1),
+    "data.crop_padding": _int(0),
+    "data.num_workers": _int(0),
+    "optimizer.lr": ((lambda v: isinstance(v, (int, float)) and v > 0), "a number > 0"),
+    "pooling.name": _one_of(list(POOLS)),
+    "pooling.kernel_size": _optional_int(1),
+    "pooling.stride": _optional_int(1),
+    "padding.value": (lambda v: v in PADDINGS or _int(0)[0](v), "one of: " + ", ".join(PADDINGS) + " or an integer >= 0"),
+    "padding.mode": _one_of(PADDING_MODES),
+    "activation.name": _one_of(list(ACTIVATIONS)),
+    "norm.name": _one_of(list(NORMS)),
+    "model.dropout": _fraction(),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming every bad key, its value and what is allowed."""
+    problems = []
+    for key, (check, allowed) in CHECKS.items():
+        value = OmegaConf.select(cfg, key, default="<absent>", throw_on_resolution_failure=False)
+        if value == "<absent>":
+            continue
+        if not check(value):
+            problems.append(f"{key}={value!r} is not allowed: use {allowed}")
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))

@@ -1,0 +1,1 @@
+"""classic-cnns' Hydra sweeper plugin (see checked_sweeper.py)."""
