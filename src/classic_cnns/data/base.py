@@ -5,12 +5,15 @@ and scaling, augmentation, normalization and resizing run batched on whatever de
 batch was moved to (`on_after_batch_transfer`), the GPU included.
 """
 
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
 from classic_cnns import ClassicCNNsError
@@ -103,12 +106,19 @@ class ImageDataModule(L.LightningDataModule):
         return path.exists() or path.with_name(path.name + ".gz").exists()
 
     def prepare_data(self) -> None:
+        """Download what is missing. Jobs preparing the same directory at once take turns (a
+        file lock), and a download lands in a temporary directory first, its files moved into
+        place only when it completed: an interrupted one leaves nothing that looks complete."""
         if not self.missing_files():
             return
         reason = "data.download=false"
         if self.download:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
             try:
-                self.download_files()
+                with FileLock(self.data_dir / f".{self.name}.lock"):
+                    if not self.missing_files():  # another job finished it while we waited
+                        return
+                    self._download_atomically()
                 if not self.missing_files():
                     return
                 reason = "the download did not produce them"
@@ -122,7 +132,16 @@ class ImageDataModule(L.LightningDataModule):
             f"CLASSIC_CNNS_DATA_DIR environment variable) at a directory that holds them."
         )
 
-    def download_files(self) -> None:
+    def _download_atomically(self) -> None:
+        with tempfile.TemporaryDirectory(dir=self.data_dir, prefix=".download-") as scratch:
+            self.download_files(Path(scratch))
+            downloaded = Path(scratch) / self.folder.relative_to(self.data_dir)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for name in self.files:
+                shutil.move(downloaded / name, self.folder / name)
+
+    def download_files(self, root: Path) -> None:
+        """Download the set into `root`, in the same layout as under data_dir."""
         raise NotImplementedError
 
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

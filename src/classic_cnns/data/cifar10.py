@@ -45,10 +45,10 @@ class CIFAR10DataModule(ImageDataModule):
     def folder(self) -> Path:
         return self.data_dir / "cifar-10-batches-py"
 
-    def download_files(self) -> None:
+    def download_files(self, root: Path) -> None:
         from torchvision.datasets import CIFAR10
 
-        CIFAR10(self.data_dir, train=True, download=True)
+        CIFAR10(root, train=True, download=True)
 
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         batches = [read_batch(self.folder / name) for name in (TRAIN_BATCHES if train else ("test_batch",))]

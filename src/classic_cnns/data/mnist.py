@@ -48,10 +48,10 @@ class MNISTDataModule(ImageDataModule):
     def folder(self) -> Path:
         return self.data_dir / "MNIST" / "raw"
 
-    def download_files(self) -> None:
+    def download_files(self, root: Path) -> None:
         from torchvision.datasets import MNIST
 
-        MNIST(self.data_dir, train=True, download=True)
+        MNIST(root, train=True, download=True)
 
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         prefix = "train" if train else "t10k"
