@@ -208,3 +208,18 @@ def test_a_full_disk_fails_before_training(make_cfg, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 10**6, 10**6))
     with pytest.raises(ClassicCNNsError, match="only 1 MiB free"):
         train(make_cfg())
+
+
+def test_every_row_of_the_fault_table_names_a_test_that_exists():
+    import importlib
+    import re
+
+    from .conftest import ROOT
+
+    table = (ROOT / "docs" / "reliability.md").read_text()
+    names = re.findall(r"`((?:R|test_\w+)::test_\w+)`", table)
+    assert len(set(re.findall(r"^\| (\d+) \|", table, re.M))) >= 15
+    for name in names:
+        module, function = name.split("::")
+        module = "test_reliability" if module == "R" else module
+        assert hasattr(importlib.import_module(f"tests.{module}"), function), name
