@@ -1,0 +1,184 @@
+"""TensorBoard views that explain a run: what the network learned and where it fails.
+
+Written cheaply: at the start of fit (text), every `every_n_epochs` epochs and at the end of
+fit (filters, feature maps, validation confusion matrix), and once after the test (test
+confusion matrix, per-class accuracy, worst misclassified images). Nothing per step.
+"""
+
+import io
+
+import lightning as L
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed; figures go to TensorBoard and PNG files
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import yaml  # noqa: E402
+from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+from torch import nn  # noqa: E402
+from torchmetrics.classification import MulticlassConfusionMatrix  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+from classic_cnns.summary import summarize, to_markdown  # noqa: E402
+
+STAGES = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)  # subclasses (MinPool2d) included
+
+
+def confusion_figure(matrix: torch.Tensor, class_names) -> plt.Figure:
+    """Confusion matrix (rows: true class, columns: predicted), counts in the cells."""
+    matrix = matrix.cpu()
+    figure, ax = plt.subplots(figsize=(6, 5.5))
+    ax.imshow(matrix.numpy(), cmap="Blues")
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=60, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), count in zip(torch.cartesian_prod(torch.arange(len(matrix)), torch.arange(len(matrix))).tolist(), matrix.flatten().tolist()):
+        if count:
+            ax.text(j, i, int(count), ha="center", va="center", fontsize=7, color="white" if count > matrix.max() / 2 else "black")
+    figure.tight_layout()
+    return figure
+
+
+def per_class_accuracy(matrix: torch.Tensor) -> torch.Tensor:
+    return matrix.diag() / matrix.sum(dim=1).clamp(min=1)
+
+
+def figure_to_png(figure: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _normalized_grid(maps: torch.Tensor, nrow: int = 8) -> torch.Tensor:
+    """(N, C, H, W) -> one image grid, each tile scaled to [0, 1] on its own."""
+    maps = maps.detach().float().cpu()
+    low = maps.amin(dim=(1, 2, 3), keepdim=True)
+    high = maps.amax(dim=(1, 2, 3), keepdim=True)
+    maps = (maps - low) / (high - low).clamp(min=1e-8)
+    return make_grid(maps, nrow=nrow, padding=1, pad_value=1.0)
+
+
+class TensorBoardViews(L.Callback):
+    def __init__(self, every_n_epochs: int = 5, worst_images: int = 16, log_histograms: bool = False) -> None:
+        self.every_n_epochs, self.worst_images, self.log_histograms = every_n_epochs, worst_images, log_histograms
+
+    @staticmethod
+    def _writer(trainer):
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger.experiment
+        return None
+
+    # --- text: what was run ----------------------------------------------------------------
+    def on_fit_start(self, trainer, pl_module) -> None:
+        info = pl_module.hparams.data_info
+        self.confusion = MulticlassConfusionMatrix(len(info["class_names"])).to(pl_module.device)
+        writer = self._writer(trainer)
+        if writer is None or not trainer.is_global_zero:
+            return
+        writer.add_text("model/summary", to_markdown(summarize(pl_module.net, info["channels"], info["input_size"])), 0)
+        config = yaml.safe_dump(pl_module.hparams.config or {}, sort_keys=False)
+        writer.add_text("config", "\n".join("    " + line for line in config.splitlines()), 0)  # a code block
+
+    # --- validation: confusion matrix, filters, feature maps --------------------------------
+    def _due(self, trainer) -> bool:
+        epoch = trainer.current_epoch + 1
+        return epoch % self.every_n_epochs == 0 or epoch >= (trainer.max_epochs or 0)
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self.collect = self._writer(trainer) is not None and not trainer.sanity_checking and self._due(trainer)
+        self.example = None
+        if self.collect:
+            self.confusion.reset()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not self.collect:
+            return
+        self.confusion.update(outputs["logits"], batch[1])
+        if self.example is None:
+            self.example = batch[0][:1].clone()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not self.collect or not trainer.is_global_zero:
+            return
+        writer, step = self._writer(trainer), trainer.global_step
+        names = pl_module.hparams.data_info["class_names"]
+        writer.add_figure("val/confusion_matrix", confusion_figure(self.confusion.compute(), names), step)
+        first_conv = next(m for m in pl_module.net.modules() if isinstance(m, nn.Conv2d))
+        writer.add_image("filters/first_conv", _normalized_grid(first_conv.weight), step)
+        for name, maps in self.feature_maps(pl_module.net, self.example).items():
+            writer.add_image(f"feature_maps/{name}", _normalized_grid(maps.transpose(0, 1)), step)
+        if self.log_histograms:
+            for name, parameter in pl_module.net.named_parameters():
+                writer.add_histogram(f"weights/{name}", parameter.detach().float().cpu(), step)
+
+    @staticmethod
+    def feature_maps(net: nn.Module, example: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The maps of one example after every convolution and pooling of the feature extractor."""
+        maps, hooks = {}, []
+        for index, (name, module) in enumerate(net.features.named_modules()):
+            if isinstance(module, STAGES) or type(module).__name__ in ("Subsampling2d", "ConnectionTableConv2d"):
+                label = f"{index:02d}_{name.replace('.', '_')}_{type(module).__name__}"
+                hooks.append(module.register_forward_hook(lambda m, i, out, label=label: maps.__setitem__(label, out[0:1].detach())))
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            net.features(example)
+        net.train(was_training)
+        for hook in hooks:
+            hook.remove()
+        return maps
+
+    # --- test: confusion matrix, per-class accuracy, worst mistakes ---------------------------
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self.collect = self._writer(trainer) is not None
+        if self.collect:
+            self.test_confusion = MulticlassConfusionMatrix(len(pl_module.hparams.data_info["class_names"])).to(pl_module.device)
+            self.worst: list[tuple[float, torch.Tensor, int, int, float]] = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not self.collect:
+            return
+        images, labels = batch
+        logits = outputs["logits"]
+        self.test_confusion.update(logits, labels)
+        losses = F.cross_entropy(logits.float(), labels, reduction="none")
+        wrong = logits.argmax(1) != labels
+        losses = torch.where(wrong, losses, torch.full_like(losses, -1.0))
+        top = losses.topk(min(self.worst_images, len(losses)))
+        probabilities = logits.float().softmax(1)
+        for loss, index in zip(top.values.tolist(), top.indices.tolist()):
+            if loss >= 0:
+                predicted = int(logits[index].argmax())
+                self.worst.append((loss, images[index].cpu(), int(labels[index]), predicted, float(probabilities[index, predicted])))
+        self.worst = sorted(self.worst, key=lambda item: -item[0])[: self.worst_images]
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        if not self.collect or not trainer.is_global_zero:
+            return
+        writer, step = self._writer(trainer), trainer.global_step
+        info = pl_module.hparams.data_info
+        matrix = self.test_confusion.compute()
+        writer.add_figure("test/confusion_matrix", confusion_figure(matrix, info["class_names"]), step)
+        for name, accuracy in zip(info["class_names"], per_class_accuracy(matrix).tolist()):
+            writer.add_scalar(f"test_per_class_acc/{name}", accuracy, step)
+        if self.worst:
+            writer.add_figure("test/worst_misclassified", self.mistakes_figure(info), step)
+
+    def mistakes_figure(self, info) -> plt.Figure:
+        columns = 4
+        rows = -(-len(self.worst) // columns)
+        figure, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.2 * rows), squeeze=False)
+        mean, std = torch.tensor(info["mean"]).view(-1, 1, 1), torch.tensor(info["std"]).view(-1, 1, 1)
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, (_, image, true, predicted, probability) in zip(axes.flat, self.worst):
+            pixels = (image.float() * std + mean).clamp(0, 1).permute(1, 2, 0).squeeze(-1)
+            ax.imshow(pixels.numpy(), cmap="gray" if pixels.ndim == 2 else None)
+            ax.set_title(f"{info['class_names'][true]} -> {info['class_names'][predicted]} ({probability:.2f})", fontsize=8)
+        figure.tight_layout()
+        return figure
