@@ -1,0 +1,39 @@
+"""Test a checkpoint: python scripts/evaluate.py ckpt_path=outputs/runs/.../checkpoints/last.ckpt
+
+Writes metrics.json, confusion_matrix.png and per_class.csv (default: evaluation/ beside the
+checkpoints folder) and prints the per-class table. Needs nothing but the checkpoint and the data.
+"""
+
+import csv
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from classic_cnns import ClassicCNNsError
+from classic_cnns.inference import evaluate
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        metrics = evaluate(cfg.ckpt_path, cfg.output_dir, cfg.data_dir)
+    except ClassicCNNsError as error:
+        sys.exit(f"error: {error}")
+    table = Table(title=f"test accuracy {metrics['test/acc']:.4f}, loss {metrics['test/loss']:.4f}")
+    with open(Path(metrics["output_dir"]) / "per_class.csv") as file:
+        rows = list(csv.reader(file))
+    for column in rows[0]:
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for row in rows[1:]:
+        table.add_row(*row)
+    Console().print(table)
+    print(f"written to {metrics['output_dir']}")
+
+
+if __name__ == "__main__":
+    sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=disabled"]  # writes no run dir
+    main()
