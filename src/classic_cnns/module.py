@@ -53,9 +53,12 @@ class ImageClassifier(L.LightningModule):
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
         accuracy = self.accuracy[f"{stage}_acc"]
         accuracy(logits, labels)
-        # on_step=False: values accumulate on the device and sync once per epoch.
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "train")
-        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        # on_step=False: values accumulate on the device and sync once per epoch. The final
+        # validation of the kept checkpoint (trainer.validate) goes to metrics.json and the
+        # hparams, not into the per-epoch curves.
+        options = dict(on_step=False, on_epoch=True, prog_bar=stage != "train", logger=self.trainer.state.fn != "validate")
+        self.log(f"{stage}/loss", loss, **options)
+        self.log(f"{stage}/acc", accuracy, **options)
         return {"loss": loss, "logits": logits.detach()}  # the logits feed the TensorBoard views
 
     def training_step(self, batch, batch_idx):

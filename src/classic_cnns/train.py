@@ -73,17 +73,15 @@ def train(cfg: DictConfig) -> float | None:
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - start
-    val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
-    checkpoint = trainer.checkpoint_callback
-    best_path = checkpoint.best_model_path if checkpoint else ""
-    if best_path and checkpoint.monitor == "val/acc":
-        val_metrics["val/acc"] = float(checkpoint.best_model_score)
+    # Both splits are scored once more on the checkpoint that is kept (best by val/acc).
+    best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    trainer.validate(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+    val_metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     (test_metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
 
     metrics: dict[str, Any] = {
-        **val_metrics,
-        **{k: float(v) for k, v in test_metrics.items()},
+        **{k: float(v) for k, v in (val_metrics | test_metrics).items()},
         "fit_seconds": fit_seconds,
         "epochs": trainer.current_epoch,
         "params": sum(p.numel() for p in net.parameters()),

@@ -90,7 +90,8 @@ class TensorBoardViews(L.Callback):
         return epoch % self.every_n_epochs == 0 or epoch >= (trainer.max_epochs or 0)
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self.collect = self._writer(trainer) is not None and not trainer.sanity_checking and self._due(trainer)
+        fitting = trainer.state.fn == "fit" and not trainer.sanity_checking
+        self.collect = fitting and self._writer(trainer) is not None and self._due(trainer)
         self.example = None
         if self.collect:
             self.confusion.reset()
