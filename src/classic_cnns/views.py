@@ -104,11 +104,14 @@ class TensorBoardViews(L.Callback):
             self.example = batch[0][:1].clone()
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if not self.collect or not trainer.is_global_zero:
+        if not self.collect:
+            return
+        matrix = self.confusion.compute()  # on every rank: under DDP this gathers all ranks' counts
+        if not trainer.is_global_zero:
             return
         writer, step = self._writer(trainer), trainer.global_step
         names = pl_module.hparams.data_info["class_names"]
-        writer.add_figure("val/confusion_matrix", confusion_figure(self.confusion.compute(), names), step)
+        writer.add_figure("val/confusion_matrix", confusion_figure(matrix, names), step)
         first_conv = next(m for m in pl_module.net.modules() if isinstance(m, nn.Conv2d))
         writer.add_image("filters/first_conv", _normalized_grid(first_conv.weight), step)
         for name, maps in self.feature_maps(pl_module.net, self.example).items():
@@ -159,11 +162,13 @@ class TensorBoardViews(L.Callback):
         self.worst = sorted(self.worst, key=lambda item: -item[0])[: self.worst_images]
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
-        if not self.collect or not trainer.is_global_zero:
+        if not self.collect:
+            return
+        matrix = self.test_confusion.compute()  # on every rank (DDP gather)
+        if not trainer.is_global_zero:
             return
         writer, step = self._writer(trainer), trainer.global_step
         info = pl_module.hparams.data_info
-        matrix = self.test_confusion.compute()
         writer.add_figure("test/confusion_matrix", confusion_figure(matrix, info["class_names"]), step)
         for name, accuracy in zip(info["class_names"], per_class_accuracy(matrix).tolist()):
             writer.add_scalar(f"test_per_class_acc/{name}", accuracy, step)
