@@ -54,7 +54,9 @@ def test_runs_started_together_never_share_a_dir(data_dir, tmp_path):
 
 
 def test_ddp_on_cpu_runs_two_processes_in_one_run_dir(data_dir, tmp_path):
-    result = run_cli("trainer=ddp", "trainer.accelerator=cpu", *FAST, "callbacks.progress_bar=null", data_dir=data_dir, cwd=tmp_path)
+    limits = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+    data = [o for o in FAST if o.startswith("data.")]
+    result = run_cli("trainer=ddp", "trainer.accelerator=cpu", *limits, *data, data_dir=data_dir, cwd=tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2" in result.stdout + result.stderr
     (run,) = (tmp_path / "outputs" / "runs").glob("*/*")  # the second rank wrote into the same dir
