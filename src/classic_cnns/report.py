@@ -1,0 +1,125 @@
+"""Turn a sweep directory into a table and plots (scripts/report.py).
+
+Each job dir holds `.hydra/overrides.yaml`, `metrics.json` (or `error.txt` if it failed) and
+TensorBoard events. A configuration is named by the overrides that vary across the sweep; jobs
+that differ only in `seed=` form one configuration, and the table gives the mean and standard
+deviation over its seeds.
+"""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+from classic_cnns import ClassicCNNsError  # noqa: E402
+
+SEED_KEYS = ("seed",)
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    jobs = sorted((p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").exists()), key=lambda p: p.name)
+    if not jobs:
+        raise ClassicCNNsError(f"{sweep_dir} holds no job directories (with .hydra/overrides.yaml): is it a sweep dir?")
+    return jobs
+
+
+def _configurations(all_overrides: list[list[str]]) -> tuple[list[str], list[str]]:
+    """Each job's name from the overrides that vary (seed excluded), and the ones all share."""
+    common = set.intersection(*(set(o) for o in all_overrides))
+    names = [
+        " ".join(o for o in overrides if o not in common and o.split("=", 1)[0].lstrip("+~") not in SEED_KEYS) or "(all)"
+        for overrides in all_overrides
+    ]
+    return names, [o for o in all_overrides[0] if o in common]
+
+
+def load_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """One row per job (its metrics), one row per job and epoch (its val/acc curve), and the
+    overrides common to all jobs."""
+    jobs, curves = [], []
+    job_dirs = _job_dirs(Path(sweep_dir))
+    all_overrides = [yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text()) or [] for d in job_dirs]
+    names, common = _configurations(all_overrides)
+    for job_dir, overrides, name in zip(job_dirs, all_overrides, names):
+        row = {"job": job_dir.name, "configuration": name, "overrides": " ".join(overrides)}
+        metrics_file = job_dir / "metrics.json"
+        if metrics_file.exists():
+            row |= {"status": "completed", **pd.read_json(metrics_file, typ="series").to_dict()}
+        else:
+            error = job_dir / "error.txt"
+            row |= {"status": "failed", "error": error.read_text().strip().splitlines()[-1] if error.exists() else "no metrics.json"}
+        jobs.append(row)
+        for events_dir in (job_dir / "tensorboard").glob("*"):
+            events = EventAccumulator(str(events_dir), size_guidance={"scalars": 0}).Reload()
+            if "val/acc" in events.Tags()["scalars"]:
+                for epoch, event in enumerate(events.Scalars("val/acc")):
+                    curves.append({"job": job_dir.name, "configuration": row["configuration"], "epoch": epoch + 1, "val/acc": event.value})
+    return pd.DataFrame(jobs), pd.DataFrame(curves, columns=["job", "configuration", "epoch", "val/acc"]), common
+
+
+def summarize_sweep(jobs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds of the final metrics, per configuration, best test accuracy first."""
+    done = jobs[jobs["status"] == "completed"]
+    if done.empty:
+        return pd.DataFrame()
+    table = done.groupby("configuration", sort=False).agg(
+        runs=("job", "count"),
+        test_acc_mean=("test/acc", "mean"),
+        test_acc_std=("test/acc", "std"),
+        val_acc_mean=("val/acc", "mean"),
+        val_acc_std=("val/acc", "std"),
+        params=("params", "first"),
+        fit_seconds=("fit_seconds", "mean"),
+        epochs=("epochs", "mean"),
+    )
+    return table.fillna({"test_acc_std": 0.0, "val_acc_std": 0.0}).sort_values("test_acc_mean", ascending=False)
+
+
+def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None) -> Path:
+    """report.csv, jobs.csv, report.md, val_acc.png and test_acc.png, in output_dir (default: the sweep dir)."""
+    sweep_dir = Path(sweep_dir)
+    out = Path(output_dir) if output_dir else sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
+    jobs, curves, common = load_sweep(sweep_dir)
+    table = summarize_sweep(jobs)
+    jobs.to_csv(out / "jobs.csv", index=False)
+    table.to_csv(out / "report.csv")
+
+    failures = int((jobs["status"] == "failed").sum())
+    lines = [f"# Sweep {sweep_dir}", "", f"{len(jobs)} jobs, {failures} failed; common overrides: `{' '.join(common) or 'none'}`.", ""]
+    if not table.empty:
+        shown = table.copy()
+        for metric in ("test_acc", "val_acc"):
+            shown[metric.replace("_", " ")] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(shown.pop(f"{metric}_mean"), shown.pop(f"{metric}_std"))]
+        shown["params"] = shown["params"].map(lambda n: f"{int(n):,}")
+        shown["fit s"] = shown.pop("fit_seconds").map(lambda s: f"{s:.1f}")
+        lines += [shown.reset_index().to_markdown(index=False), ""]
+    failed = jobs[jobs["status"] == "failed"]
+    if not failed.empty:
+        lines += ["## Failed jobs", ""] + [f"- job {r.job} ({r.overrides}): {r.error}" for r in failed.itertuples()] + [""]
+    (out / "report.md").write_text("\n".join(lines))
+
+    if not curves.empty:
+        figure, ax = plt.subplots(figsize=(7, 4.5))
+        for configuration, group in curves.groupby("configuration", sort=False):
+            mean = group.groupby("epoch")["val/acc"].mean()
+            ax.plot(mean.index, mean.values, marker="o", label=configuration)
+        ax.set(xlabel="epoch", ylabel="validation accuracy (mean over seeds)")
+        ax.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(out / "val_acc.png", dpi=100)
+        plt.close(figure)
+    if not table.empty:
+        figure, ax = plt.subplots(figsize=(7, 0.4 * len(table) + 1.5))
+        ax.barh(table.index[::-1], table["test_acc_mean"][::-1], xerr=table["test_acc_std"][::-1], capsize=3)
+        ax.set(xlabel="test accuracy (mean ± std over seeds)")
+        ax.set_xlim(max(0.0, table["test_acc_mean"].min() - 3 * table["test_acc_std"].max() - 0.02), 1.0)
+        figure.tight_layout()
+        figure.savefig(out / "test_acc.png", dpi=100)
+        plt.close(figure)
+    return out
