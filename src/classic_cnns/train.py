@@ -39,7 +39,7 @@ def train(cfg: DictConfig) -> float | None:
         raise ClassicCNNsError(f"ckpt_path={ckpt_path} does not exist: nothing to resume from (this run would start over)")
     seed = cfg.seed if cfg.seed is not None else random.randrange(2**31)
     L.seed_everything(seed, workers=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True) | {"seed": seed}  # the seed actually used
     OmegaConf.save(resolved, output_dir / "config.yaml")
 
     datamodule: ImageDataModule = instantiate(cfg.data)
@@ -56,15 +56,7 @@ def train(cfg: DictConfig) -> float | None:
         num_classes=datamodule.num_classes,
         label_smoothing=cfg.label_smoothing,
         config=resolved,
-        data_info={
-            "class_names": list(datamodule.class_names),
-            "channels": datamodule.channels,
-            "input_size": list(datamodule.input_size),
-            "native_size": list(datamodule.native_size),
-            "pad_to": datamodule.pad_to,
-            "mean": datamodule.mean.flatten().tolist(),
-            "std": datamodule.std.flatten().tolist(),
-        },
+        data_info=datamodule.describe(),
     )
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))

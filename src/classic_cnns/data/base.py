@@ -93,6 +93,18 @@ class ImageDataModule(L.LightningDataModule):
         size = self.image_size or self.pad_to
         return (size, size) if size else self.native_size
 
+    def describe(self) -> dict:
+        """What a model trained on this data expects, as plain values (stored in checkpoints)."""
+        return {
+            "class_names": list(self.class_names),
+            "channels": self.channels,
+            "input_size": list(self.input_size),
+            "native_size": list(self.native_size),
+            "pad_to": self.pad_to,
+            "mean": self.mean.flatten().tolist(),
+            "std": self.std.flatten().tolist(),
+        }
+
     # --- files ---------------------------------------------------------------------------------
     @property
     def folder(self) -> Path:
