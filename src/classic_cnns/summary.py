@@ -84,7 +84,9 @@ def summarize(net: nn.Module, in_channels: int, input_size: Sequence[int]) -> li
     """One row per layer of `net` for one image of `input_size`: the layers with weights,
     connections or a geometry, and normalizations; activations, dropout and flatten are left out."""
     was_training = net.training
-    summary = ModelSummary(_Wrapper(net.eval(), torch.zeros(1, in_channels, *input_size)), max_depth=-1)
+    device = next(net.parameters()).device  # the net may already sit on a GPU (TensorBoard views)
+    wrapper = _Wrapper(net.eval(), torch.zeros(1, in_channels, *input_size, device=device)).to(device)
+    summary = ModelSummary(wrapper, max_depth=-1)
     net.train(was_training)
     rows = []
     for name, layer in summary._layer_summary.items():
