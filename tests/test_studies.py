@@ -1,0 +1,32 @@
+"""The experiment=study_* sweeps: each job of each study composes and passes validation."""
+
+import itertools
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+
+from classic_cnns.config import validate
+
+from .conftest import CONF_DIR
+
+STUDIES = sorted(p.stem for p in (CONF_DIR / "experiment").glob("study_*.yaml"))
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_job_of_a_study_composes_and_validates(make_cfg, study):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        sweep = compose("train", overrides=[f"experiment={study}"], return_hydra_config=True).hydra.sweeper.params
+    assert sweep.seed == "0,1,2"  # every study repeats each configuration over 3 seeds
+    grid = [[f"{key}={value}" for value in str(values).split(",")] for key, values in sweep.items()]
+    for job in itertools.product(*grid):
+        cfg = make_cfg(f"experiment={study}", *job)
+        validate(cfg)
+        choices = HydraConfig.get().runtime.choices
+        for key, value in (override.split("=") for override in job):
+            assert str(cfg.seed if key == "seed" else choices[key]) == value
+
+
+def test_activation_study_runs_alexnet_without_normalization(make_cfg):
+    cfg = make_cfg("experiment=study_activation", "activation=tanh")
+    assert cfg.model._target_.endswith("AlexNet") and cfg.model.norm == "none" and cfg.model.activation == "tanh"
