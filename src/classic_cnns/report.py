@@ -9,6 +9,7 @@ deviation over its seeds.
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -110,6 +111,7 @@ def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None) ->
             mean = group.groupby("epoch")["val/acc"].mean()
             ax.plot(mean.index, mean.values, marker="o", label=configuration)
         ax.set(xlabel="epoch", ylabel="validation accuracy (mean over seeds)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.legend(fontsize=7)
         figure.tight_layout()
         figure.savefig(out / "val_acc.png", dpi=100)
