@@ -61,3 +61,16 @@ def test_ddp_on_cpu_runs_two_processes_in_one_run_dir(data_dir, tmp_path):
     assert "Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2" in result.stdout + result.stderr
     (run,) = (tmp_path / "outputs" / "runs").glob("*/*")  # the second rank wrote into the same dir
     assert (run / "metrics.json").exists() and (run / "train_ddp_process_1.log").exists()
+
+
+def test_parallel_launcher_runs_jobs_at_once_and_survives_a_failed_one(data_dir, tmp_path):
+    fast = [o for o in FAST if not o.startswith("data.val_size")]
+    result = run_cli(
+        "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "data.val_size=40,100000", *fast,
+        data_dir=data_dir, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert [job["status"] for job in summary] == ["completed", "failed"]
+    assert (sweep / "0" / "metrics.json").exists() and (sweep / "1" / "error.txt").exists()
