@@ -28,7 +28,7 @@ class ImageClassifier(L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None,  # None: inference only (checkpoint.load_classifier)
         num_classes: int,
         scheduler: SchedulerFactory | None = None,
         label_smoothing: float = 0.0,
