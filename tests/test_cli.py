@@ -74,3 +74,26 @@ def test_parallel_launcher_runs_jobs_at_once_and_survives_a_failed_one(data_dir,
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert [job["status"] for job in summary] == ["completed", "failed"]
     assert (sweep / "0" / "metrics.json").exists() and (sweep / "1" / "error.txt").exists()
+
+
+def test_submitit_launcher_locally_as_slurm_stand_in_survives_a_failed_job(data_dir, tmp_path):
+    """hydra/launcher=slurm is submitit's SLURM executor; its local executor runs the same path here."""
+    fast = [o for o in FAST if not o.startswith("data.val_size")]
+    result = run_cli(
+        "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "data.val_size=40,100000", *fast,
+        data_dir=data_dir, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    assert [job["status"] for job in json.loads((sweep / "sweep_summary.json").read_text())] == ["completed", "failed"]
+
+
+def test_slurm_launcher_config_composes():
+    from hydra import compose, initialize_config_dir
+
+    from .conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu" and launcher.gpus_per_node == 1
