@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import ROOT
 
 FAST = ["trainer=debug", "data.batch_size=32", "data.val_size=40", "data.eval_batch_size=50"]
@@ -63,29 +65,21 @@ def test_ddp_on_cpu_runs_two_processes_in_one_run_dir(data_dir, tmp_path):
     assert (run / "metrics.json").exists() and (run / "train_ddp_process_1.log").exists()
 
 
-def test_parallel_launcher_runs_jobs_at_once_and_survives_a_failed_one(data_dir, tmp_path):
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"],  # joblib: both jobs at once
+        ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"],  # the path of hydra/launcher=slurm
+    ],
+    ids=["parallel", "submitit"],
+)
+def test_launchers_run_every_job_and_survive_a_failed_one(data_dir, tmp_path, launcher):
     fast = [o for o in FAST if not o.startswith("data.val_size")]
-    result = run_cli(
-        "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "data.val_size=40,100000", *fast,
-        data_dir=data_dir, cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 1
-    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
-    summary = json.loads((sweep / "sweep_summary.json").read_text())
-    assert [job["status"] for job in summary] == ["completed", "failed"]
-    assert (sweep / "0" / "metrics.json").exists() and (sweep / "1" / "error.txt").exists()
-
-
-def test_submitit_launcher_locally_as_slurm_stand_in_survives_a_failed_job(data_dir, tmp_path):
-    """hydra/launcher=slurm is submitit's SLURM executor; its local executor runs the same path here."""
-    fast = [o for o in FAST if not o.startswith("data.val_size")]
-    result = run_cli(
-        "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "data.val_size=40,100000", *fast,
-        data_dir=data_dir, cwd=tmp_path,
-    )  # fmt: skip
+    result = run_cli("-m", *launcher, "data.val_size=40,100000", *fast, data_dir=data_dir, cwd=tmp_path)
     assert result.returncode == 1
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     assert [job["status"] for job in json.loads((sweep / "sweep_summary.json").read_text())] == ["completed", "failed"]
+    assert (sweep / "0" / "metrics.json").exists() and (sweep / "1" / "error.txt").exists()
 
 
 def test_slurm_launcher_config_composes():

@@ -211,7 +211,9 @@ class ImageDataModule(L.LightningDataModule):
         if train and self.horizontal_flip:
             flip = torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5
             x = torch.where(flip, x.flip(3), x)
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        if self.mean.device != x.device:  # moved once, not every batch
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        x = (x - self.mean) / self.std
         if tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
         return x
