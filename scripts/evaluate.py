@@ -13,16 +13,14 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from classic_cnns import ClassicCNNsError
+from classic_cnns.cli import NO_RUN_DIR, exit_on_user_error
 from classic_cnns.inference import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_user_error():
         metrics = evaluate(cfg.ckpt_path, cfg.output_dir, cfg.data_dir)
-    except ClassicCNNsError as error:
-        sys.exit(f"error: {error}")
     table = Table(title=f"test accuracy {metrics['test/acc']:.4f}, loss {metrics['test/loss']:.4f}")
     with open(Path(metrics["output_dir"]) / "per_class.csv") as file:
         rows = list(csv.reader(file))
@@ -35,5 +33,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=disabled"]  # writes no run dir
+    sys.argv += NO_RUN_DIR
     main()

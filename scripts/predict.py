@@ -13,16 +13,14 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from classic_cnns import ClassicCNNsError
+from classic_cnns.cli import NO_RUN_DIR, exit_on_user_error
 from classic_cnns.inference import predict, write_predictions_csv
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_user_error():
         predictions = predict(cfg.ckpt_path, cfg.inputs, cfg.topk)
-    except ClassicCNNsError as error:
-        sys.exit(f"error: {error}")
     root = Path(cfg.inputs)
     table = Table(title=str(root) if root.is_dir() else None)
     table.add_column("file", overflow="fold")
@@ -40,5 +38,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=disabled"]  # writes no run dir
+    sys.argv += NO_RUN_DIR
     main()

@@ -5,21 +5,19 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from classic_cnns import ClassicCNNsError
+from classic_cnns.cli import NO_RUN_DIR, exit_on_user_error
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     datamodule = hydra.utils.instantiate(cfg.data)
-    try:
+    with exit_on_user_error():
         datamodule.prepare_data()
         datamodule.setup()
-    except ClassicCNNsError as error:
-        sys.exit(f"error: {error}")
     sizes = ", ".join(f"{name} {len(split)}" for name, split in datamodule.splits.items())
     print(f"{datamodule.name} in {datamodule.folder}: {sizes} images")
 
 
 if __name__ == "__main__":
-    sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=disabled"]  # writes no run dir
+    sys.argv += NO_RUN_DIR
     main()

@@ -10,6 +10,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from classic_cnns.cli import NO_RUN_DIR
 from classic_cnns.summary import summarize, to_markdown, to_rich
 
 
@@ -31,5 +32,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv += ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=disabled"]  # writes no run dir
+    sys.argv += NO_RUN_DIR
     main()

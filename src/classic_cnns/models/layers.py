@@ -126,15 +126,19 @@ def conv2d(
             SamePad2d(kernel_size, stride, padding_mode),
             nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, groups=groups),
         )
-    if isinstance(padding, int) and not isinstance(padding, bool) and padding >= 0:
-        pad = padding
-    elif padding in PADDINGS:
-        pad = {"default": default_padding, "same": (kernel_size - 1) // 2, "valid": 0}[padding]
-    else:
-        raise ValueError(f"unknown padding {padding!r}; choose one of: {', '.join(PADDINGS)} or an integer >= 0")
+    pad = symmetric_padding(padding, kernel_size, default_padding)
     return nn.Conv2d(
         in_channels, out_channels, kernel_size, stride=stride, padding=pad, padding_mode=padding_mode, groups=groups
     )
+
+
+def symmetric_padding(padding: str | int, kernel_size: int, default: int) -> int:
+    """P on each side for "default" (the layer's own), "same" ((F - 1) / 2), "valid" (0) or an integer."""
+    if isinstance(padding, int) and not isinstance(padding, bool) and padding >= 0:
+        return padding
+    if padding in PADDINGS:
+        return {"default": default, "same": (kernel_size - 1) // 2, "valid": 0}[padding]
+    raise ValueError(f"unknown padding {padding!r}; choose one of: {', '.join(PADDINGS)} or an integer >= 0")
 
 
 def flat_features(features: nn.Module, in_channels: int, input_size: Sequence[int]) -> int:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import conv2d, flat_features, make_activation, make_norm, make_pool
+from .layers import conv2d, flat_features, make_activation, make_norm, make_pool, symmetric_padding
 
 # Table I of the paper: which S2 maps (rows of the table) feed each of the 16 C3 maps. Six take
 # three neighbouring maps, six take four neighbours, three take four non-neighbours, one takes all.
@@ -115,7 +115,7 @@ class LeNet5(nn.Module):
 
         c1 = conv2d(in_channels, 6, 5, padding=padding, default_padding=c1_padding, padding_mode=padding_mode)
         if c3_table:
-            c3 = ConnectionTableConv2d(C3_TABLE, 6, 5, padding={"default": 0, "valid": 0, "same": 2}.get(padding, padding))
+            c3 = ConnectionTableConv2d(C3_TABLE, 6, 5, padding=symmetric_padding(padding, 5, default=0))
         else:
             c3 = conv2d(6, 16, 5, padding=padding, default_padding=0, padding_mode=padding_mode)
         self.features = nn.Sequential(
