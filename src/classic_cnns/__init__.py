@@ -24,3 +24,16 @@ def safe_dirname(name: str, limit: int = 120) -> str:
 
 
 OmegaConf.register_new_resolver("safe_dirname", safe_dirname, replace=True)
+
+
+def auto_precision(accelerator: str) -> str:
+    """Lightning's `precision` for `accelerator`: bf16 mixed precision on GPUs that have bf16
+    (Ampere and later), fp16 mixed on older ones, full fp32 elsewhere."""
+    import torch
+
+    if str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)

@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from classic_cnns import ClassicCNNsError
+from classic_cnns.data.base import PLACEMENTS
 from classic_cnns.models.layers import ACTIVATIONS, NORMS, PADDING_MODES, PADDINGS, POOLS
 
 
@@ -46,6 +47,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.pad_to": _optional_int(1),
     "data.crop_padding": _int(0),
     "data.num_workers": _int(0),
+    "data.placement": _one_of(list(PLACEMENTS)),
     "optimizer.lr": ((lambda v: isinstance(v, (int, float)) and v > 0), "a number > 0"),
     "pooling.name": _one_of(list(POOLS)),
     "pooling.kernel_size": _optional_int(1),
@@ -55,6 +57,9 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "activation.name": _one_of(list(ACTIVATIONS)),
     "norm.name": _one_of(list(NORMS)),
     "model.dropout": _fraction(),
+    "channels_last": ((lambda v: v in (None, True, False)), "null, true or false"),
+    "compile": ((lambda v: isinstance(v, bool)), "true or false"),
+    "float32_matmul_precision": _one_of(["highest", "high", "medium"]),
 }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -39,6 +40,7 @@ def train(cfg: DictConfig) -> float | None:
         raise ClassicCNNsError(f"ckpt_path={ckpt_path} does not exist: nothing to resume from (this run would start over)")
     seed = cfg.seed if cfg.seed is not None else random.randrange(2**31)
     L.seed_everything(seed, workers=True)
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     resolved = OmegaConf.to_container(cfg, resolve=True) | {"seed": seed}  # the seed actually used
     OmegaConf.save(resolved, output_dir / "config.yaml")
 
@@ -57,6 +59,9 @@ def train(cfg: DictConfig) -> float | None:
         label_smoothing=cfg.label_smoothing,
         config=resolved,
         data_info=datamodule.describe(),
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+        compile_options=OmegaConf.to_container(cfg.compile_options),
     )
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
