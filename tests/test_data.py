@@ -129,3 +129,50 @@ def test_random_crop_cuts_each_image_at_its_own_offset():
         assert matches, f"image {i} is not a crop of its padded self"
         offsets.add(matches[0])
     assert len(offsets) > 1
+
+
+def _ids(batches) -> list[int]:
+    return [i for images, _ in batches for i in sorted(image_ids(images))]
+
+
+def test_device_batches_cover_the_split_once_per_epoch_in_a_new_order(tmp_path):
+    write_mnist(tmp_path, n_train=200, n_test=50)
+    dm = MNISTDataModule(tmp_path, val_size=40, batch_size=32)
+    dm.setup("fit")
+    batches = dm.device_batches("train", "cpu", shuffle=True)
+    first, second = list(batches), list(batches)
+    assert len(first) == len(batches) == 5 and [len(y) for _, y in first] == [32, 32, 32, 32, 32]
+    assert first[0][0].dtype == torch.uint8  # transforms run later, batched, on the device
+    ids_first, ids_second = _ids(first), _ids(second)
+    assert sorted(ids_first) == sorted(ids_second) == sorted(image_ids(dm.splits["train"].images))
+    order = [sorted(image_ids(x)) for x, _ in first]
+    assert order != [sorted(image_ids(x)) for x, _ in second]  # reshuffled every epoch
+    # the order of an epoch depends on (seed, epoch) only: a resumed run replays it
+    replay = dm.device_batches("train", "cpu", shuffle=True, epoch=lambda: 0)
+    assert [sorted(image_ids(x)) for x, _ in replay] == order
+
+
+def test_device_batches_give_every_ddp_rank_its_own_equal_share(tmp_path):
+    write_mnist(tmp_path, n_train=203, n_test=50)
+    dm = MNISTDataModule(tmp_path, val_size=40, batch_size=16)
+    dm.setup()
+    train = [dm.device_batches("train", "cpu", shuffle=True, rank=r, world_size=3, epoch=lambda: 2) for r in range(3)]
+    shares = [_ids(b) for b in train]
+    assert [len(s) for s in shares] == [54, 54, 54] and len({len(b) for b in train}) == 1
+    assert not set(shares[0]) & set(shares[1]) and not set(shares[1]) & set(shares[2])
+    test = [dm.device_batches("test", "cpu", shuffle=False, rank=r, world_size=3) for r in range(3)]
+    assert set().union(*(_ids(b) for b in test)) == image_ids(dm.splits["test"].images)  # nothing dropped
+    assert [len(_ids(b)) for b in test] == [17, 17, 17]
+
+
+def test_placement_picks_the_loader(tmp_path):
+    write_mnist(tmp_path, n_train=100, n_test=20)
+    device, loader = MNISTDataModule(tmp_path, val_size=20), MNISTDataModule(tmp_path, val_size=20, placement="dataloader")
+    for dm in (device, loader):
+        dm.setup()
+    assert type(device.train_dataloader()).__name__ == "DeviceBatches"
+    assert isinstance(loader.train_dataloader(), torch.utils.data.DataLoader)
+    images, labels = next(iter(loader.test_dataloader()))
+    assert images.shape == (20, 1, 28, 28) and images.dtype == torch.uint8 and labels.shape == (20,)
+    with pytest.raises(ClassicCNNsError, match=r"data.placement='gpu' is not allowed: use one of auto, device, dataloader"):
+        MNISTDataModule(tmp_path, placement="gpu")

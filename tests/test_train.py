@@ -133,3 +133,31 @@ def test_long_override_lists_still_give_a_valid_run_name(make_cfg):
     cfg = make_cfg(*(f"+extra.key_{i}=/some/long/path/value_{i}" for i in range(20)))
     assert "/" not in cfg.run_name and len(cfg.run_name) <= 120
     assert cfg.run_name != make_cfg(*(f"+extra.key_{i}=/some/long/path/value_{i}" for i in range(19))).run_name
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["data.placement=dataloader", "data.num_workers=1"],
+        ["channels_last=true", "compile=true", "+compile_options.backend=eager"],
+    ],
+    ids=["dataloader-with-a-worker", "channels-last-compiled"],
+)
+def test_speed_options_train_and_log_like_the_default_path(make_cfg, tmp_path, overrides):
+    cfg = make_cfg(*overrides)
+    train(cfg)
+    metrics = read_metrics(tmp_path / "run")
+    assert METRIC_KEYS <= metrics.keys() and 0.0 <= metrics["test/acc"] <= 1.0
+    events = EventAccumulator(str(next((tmp_path / "run" / "tensorboard").iterdir()))).Reload()
+    assert {"train/loss", "val/acc", "test/acc"} <= set(events.Tags()["scalars"])
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "net.features.0.weight" in checkpoint["state_dict"]  # compile keeps the keys loadable
+
+
+def test_precision_is_bf16_on_gpus_and_full_on_cpu(make_cfg, monkeypatch):
+    assert make_cfg("trainer=cpu").trainer.precision == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert make_cfg("trainer=gpu").trainer.precision == "bf16-mixed"
+    assert make_cfg("trainer=cpu").trainer.precision == "32-true"
+    assert make_cfg("trainer=gpu", "trainer.precision=32-true").trainer.precision == "32-true"
