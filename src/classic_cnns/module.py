@@ -76,7 +76,7 @@ class ImageClassifier(L.LightningModule):
         logits = self(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
         accuracy = self.accuracy[f"{stage}_acc"]
-        accuracy(logits, labels)
+        accuracy.update(logits, labels)  # update, not forward: no per-batch value is computed
         # on_step=False: values accumulate on the device and sync once per epoch. The final
         # validation of the kept checkpoint (trainer.validate) goes to metrics.json and the
         # hparams, not into the per-epoch curves.
