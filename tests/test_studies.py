@@ -30,3 +30,12 @@ def test_every_job_of_a_study_composes_and_validates(make_cfg, study):
 def test_activation_study_runs_alexnet_without_normalization(make_cfg):
     cfg = make_cfg("experiment=study_activation", "activation=tanh")
     assert cfg.model._target_.endswith("AlexNet") and cfg.model.norm == "none" and cfg.model.activation == "tanh"
+
+
+@pytest.mark.parametrize("experiment, model", [("lenet5_fast", "LeNet5"), ("alexnet_fast", "AlexNet")])
+def test_fast_configs_validate_once_at_the_end_and_test_the_final_model(make_cfg, experiment, model):
+    cfg = make_cfg(f"experiment={experiment}")
+    validate(cfg)
+    assert cfg.model._target_.endswith(model) and cfg.model.norm == "batch"
+    assert cfg.trainer.check_val_every_n_epoch == cfg.trainer.max_epochs > 1
+    assert cfg.callbacks.views is None and cfg.callbacks.model_checkpoint.monitor == "val/acc"
