@@ -118,6 +118,7 @@ def seeds_transform(datamodule: ImageDataModule) -> T.Compose:
 
 
 def _build(cfg: DictConfig, datamodule: ImageDataModule, device: torch.device, steps: int):
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)  # as train() does
     net = instantiate(
         cfg.model, in_channels=datamodule.channels, num_classes=datamodule.num_classes, input_size=datamodule.input_size
     ).to(device)

@@ -7,7 +7,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -34,7 +33,6 @@ class ImageClassifier(L.LightningModule):
         self,
         net: nn.Module,
         optimizer: OptimizerFactory | None,  # None: inference only (checkpoint.load_classifier)
-        num_classes: int,
         scheduler: SchedulerFactory | None = None,
         label_smoothing: float = 0.0,
         config: dict[str, Any] | None = None,
@@ -49,13 +47,8 @@ class ImageClassifier(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing = label_smoothing
         self.channels_last, self.compile_net, self.compile_options = channels_last, compile, compile_options or {}
-        # validate_args=False: the argument checks read values back from the GPU every step
-        self.accuracy = nn.ModuleDict(
-            {
-                f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-                for stage in ("train", "val", "test")
-            }
-        )
+        self._sums: dict[str, torch.Tensor] = {}  # per stage: loss sum and correct count, on the device
+        self._counts: dict[str, int] = {}
 
     def setup(self, stage: str) -> None:
         if self.channels_last is None:
@@ -75,15 +68,26 @@ class ImageClassifier(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
-        accuracy = self.accuracy[f"{stage}_acc"]
-        accuracy.update(logits, labels)  # update, not forward: no per-batch value is computed
-        # on_step=False: values accumulate on the device and sync once per epoch. The final
-        # validation of the kept checkpoint (trainer.validate) goes to metrics.json and the
-        # hparams, not into the per-epoch curves.
-        options = dict(on_step=False, on_epoch=True, prog_bar=stage != "train", logger=self.trainer.state.fn != "validate")
-        self.log(f"{stage}/loss", loss, **options)
-        self.log(f"{stage}/acc", accuracy, **options)
+        # Sums of loss and correct predictions stay on the device and are read once per epoch:
+        # no GPU sync per step, and no per-step self.log, whose bookkeeping takes longer than
+        # a whole LeNet-5 step on a GPU.
+        with torch.no_grad():
+            sums = torch.stack([loss.detach().float() * len(labels), (logits.argmax(1) == labels).sum().float()])
+        self._sums[stage] = self._sums[stage] + sums if stage in self._sums else sums
+        self._counts[stage] = self._counts.get(stage, 0) + len(labels)
         return {"loss": loss, "logits": logits.detach()}  # the logits feed the TensorBoard views
+
+    def _log_epoch(self, stage: str) -> None:
+        """Loss and accuracy of the epoch, summed over all DDP ranks. The final validation of the
+        kept checkpoint (trainer.validate) goes to metrics.json and the hparams, not the curves."""
+        if stage not in self._sums:
+            return
+        sums, count = self._sums.pop(stage), self._counts.pop(stage)
+        totals = torch.cat([sums, sums.new_tensor([count])])
+        loss_sum, correct, count = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        options = dict(prog_bar=stage != "train", logger=self.trainer.state.fn != "validate")
+        self.log(f"{stage}/loss", loss_sum / count, **options)
+        self.log(f"{stage}/acc", correct / count, **options)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
@@ -93,6 +97,15 @@ class ImageClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         return self._step(batch, "test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}

@@ -55,7 +55,6 @@ def train(cfg: DictConfig) -> float | None:
         net=net,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        num_classes=datamodule.num_classes,
         label_smoothing=cfg.label_smoothing,
         config=resolved,
         data_info=datamodule.describe(),
