@@ -341,7 +341,7 @@ def section(name: str, results: list[Result], cfg: DictConfig, command: str, tar
     ]
     if lightning is not None and not math.isnan(lightning.fit_seconds):
         notes.append(f"The whole `train.py` fit of the lightning way took {lightning.fit_seconds:.2f} s "
-                     "(sanity check, validation, checkpoints and logging included).")
+                     "(everything in trainer.fit: validation, checkpoints, logging).")
     notes += ["", f"![{name}]({chart})"]
     return "\n".join(notes)
 
