@@ -37,3 +37,12 @@ def auto_precision(accelerator: str) -> str:
 
 
 OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
+
+
+def _cuda_device_count() -> int:
+    from classic_cnns.gpus import cuda_device_count
+
+    return cuda_device_count()
+
+
+OmegaConf.register_new_resolver("cuda_device_count", _cuda_device_count, replace=True)

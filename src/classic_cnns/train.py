@@ -8,7 +8,7 @@ import shutil
 import sys
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from classic_cnns import ClassicCNNsError
 from classic_cnns.config import validate
 from classic_cnns.data import ImageDataModule
+from classic_cnns.gpus import gpu_for_job
 from classic_cnns.module import ImageClassifier
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,10 @@ def train(cfg: DictConfig) -> float | None:
     )
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
-
-    with _ddp_ranks_run_this_job(trainer):
+    with ExitStack() as job:
+        gpu = job.enter_context(gpu_for_job(cfg))  # one GPU per job in a parallel multirun
+        trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, **gpu)
+        job.enter_context(_ddp_ranks_run_this_job(trainer))
         start = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         fit_seconds = time.perf_counter() - start
