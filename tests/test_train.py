@@ -140,8 +140,9 @@ def test_long_override_lists_still_give_a_valid_run_name(make_cfg):
     [
         ["data.placement=dataloader", "data.num_workers=1"],
         ["channels_last=true", "compile=true", "+compile_options.backend=eager"],
+        ["trainer.precision=bf16-mixed", "channels_last=true"],  # the GPU default, here on the CPU
     ],
-    ids=["dataloader-with-a-worker", "channels-last-compiled"],
+    ids=["dataloader-with-a-worker", "channels-last-compiled", "bf16-channels-last"],
 )
 def test_speed_options_train_and_log_like_the_default_path(make_cfg, tmp_path, overrides):
     cfg = make_cfg(*overrides)
