@@ -1,8 +1,9 @@
 """Report of a sweep: python scripts/report.py outputs/multirun/DATE/TIME_ID [OUTPUT_DIR]
 
 Writes report.md (mean ± std over seeds per configuration, parameters, fit time, failed jobs),
-report.csv, jobs.csv, val_acc.png (validation accuracy per epoch) and test_acc.png (final test
-accuracy with error bars) into the sweep dir, or OUTPUT_DIR.
+report.csv, jobs.csv, val_acc.png and train_acc.png (accuracy per epoch) and test_acc.png (final
+test accuracy with error bars) into the sweep dir, or OUTPUT_DIR. --train-acc-target 0.75 adds the
+epochs each configuration took to reach 75% training accuracy (experiment=study_activation).
 """
 
 import argparse
@@ -16,9 +17,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir")
     parser.add_argument("output_dir", nargs="?")
+    parser.add_argument("--train-acc-target", type=float, metavar="ACC", help="report the epochs to this training accuracy")
     args = parser.parse_args()
+    if args.train_acc_target is not None and not 0 < args.train_acc_target <= 1:
+        parser.error(f"--train-acc-target is an accuracy in (0, 1], got {args.train_acc_target}")
     try:
-        out = write_report(args.sweep_dir, args.output_dir)
+        out = write_report(args.sweep_dir, args.output_dir, args.train_acc_target)
     except (ClassicCNNsError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
     print((out / "report.md").read_text())

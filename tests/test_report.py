@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.report import load_sweep, write_report
+from classic_cnns.report import epochs_to_train_acc, load_sweep, write_report
 
 from .conftest import ROOT
 from .test_cli import FAST, run_cli
@@ -33,12 +33,13 @@ def test_report_groups_seeds_per_configuration_and_lists_failures(sweep, tmp_pat
 
     jobs, curves, common = load_sweep(sweep)
     assert "trainer=debug" in common and set(jobs["configuration"]) == {"pooling=max", "pooling=avg"}
-    assert len(curves) == 8 and set(curves["epoch"]) == {1, 2}  # 4 jobs x 2 epochs of val/acc
+    assert len(curves) == 8 and set(curves["epoch"]) == {1, 2}  # 4 jobs x 2 epochs of train/acc and val/acc
+    assert curves["train/acc"].notna().all() and curves["val/acc"].notna().all()
     report = (out / "report.md").read_text()
     max_mean = (metrics["0"]["test/acc"] + metrics["2"]["test/acc"]) / 2
     assert f"{max_mean:.4f} ±" in report
     assert "4 jobs, 1 failed" in report and "TrainingDivergedError: the training loss became nan" in report
-    for name in ("report.csv", "jobs.csv", "val_acc.png", "test_acc.png"):
+    for name in ("report.csv", "jobs.csv", "val_acc.png", "train_acc.png", "test_acc.png"):
         assert (out / name).stat().st_size > 0
 
 
@@ -47,3 +48,42 @@ def test_report_command_and_a_wrong_directory(sweep, tmp_path):
     assert result.returncode == 0 and "| pooling=max" in result.stdout
     with pytest.raises(ClassicCNNsError, match="holds no job directories"):
         write_report(tmp_path)
+
+
+def _fake_job(job_dir, seed, train_accs, val_at_last_epoch):
+    """A job dir as train.py leaves it, with TensorBoard scalars logged the way Lightning logs
+    them: an `epoch` scalar at the step of every epoch-level metric."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    (job_dir / ".hydra").mkdir(parents=True)
+    (job_dir / ".hydra" / "overrides.yaml").write_text(f"- activation=relu\n- seed={seed}\n")
+    metrics = {"test/acc": 0.8, "val/acc": val_at_last_epoch, "params": 1000, "fit_seconds": 3.0, "epochs": len(train_accs)}
+    (job_dir / "metrics.json").write_text(json.dumps(metrics))
+    with SummaryWriter(job_dir / "tensorboard" / "version_0") as writer:
+        for epoch, acc in enumerate(train_accs):
+            step = 10 * (epoch + 1) - 1
+            writer.add_scalar("epoch", epoch, step)
+            writer.add_scalar("train/acc", acc, step)
+        writer.add_scalar("val/acc", val_at_last_epoch, step)  # validation only after the last epoch
+        writer.add_scalar("epoch", epoch + 1, step + 1)  # the test, one step later
+
+
+def test_epochs_to_a_training_accuracy_and_validation_only_at_the_end(tmp_path):
+    _fake_job(tmp_path / "sweep" / "0", 0, [0.5, 0.8, 0.9], 0.85)
+    _fake_job(tmp_path / "sweep" / "1", 1, [0.4, 0.7, 0.78], 0.75)
+    jobs, curves, _ = load_sweep(tmp_path / "sweep")
+    job0 = curves[curves["job"] == "0"].set_index("epoch")
+    assert job0["train/acc"].round(2).tolist() == [0.5, 0.8, 0.9]
+    assert job0["val/acc"].isna().tolist() == [True, True, False]  # mapped to epoch 3, not epoch 1
+    assert epochs_to_train_acc(curves, 0.75).to_dict() == {"0": 2, "1": 3}
+    assert epochs_to_train_acc(curves, 0.85).isna().tolist() == [False, True]
+
+    report = (write_report(tmp_path / "sweep", tmp_path / "out", train_acc_target=0.85) / "report.md").read_text()
+    assert "epochs to train acc 0.85" in report and "3.0 ± 0.0 (1/2 runs)" in report
+    report = (write_report(tmp_path / "sweep", tmp_path / "out", train_acc_target=0.95) / "report.md").read_text()
+    assert "not reached (0/2 runs)" in report
+
+
+def test_report_command_rejects_a_target_that_is_not_an_accuracy(sweep):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep), "--train-acc-target", "75"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--train-acc-target is an accuracy in (0, 1], got 75.0" in result.stderr

@@ -1,12 +1,14 @@
 """The experiment=study_* sweeps: each job of each study composes and passes validation."""
 
 import itertools
+import json
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 from classic_cnns.config import validate
+from classic_cnns.train import train
 
 from .conftest import CONF_DIR
 
@@ -27,9 +29,17 @@ def test_every_job_of_a_study_composes_and_validates(make_cfg, study):
             assert str(cfg.seed if key == "seed" else choices[key]) == value
 
 
-def test_activation_study_runs_alexnet_without_normalization(make_cfg):
+def test_activation_study_runs_alexnet_without_any_regularization_as_in_the_paper(make_cfg):
     cfg = make_cfg("experiment=study_activation", "activation=tanh")
     assert cfg.model._target_.endswith("AlexNet") and cfg.model.norm == "none" and cfg.model.activation == "tanh"
+    assert cfg.model.dropout == 0 and cfg.optimizer.weight_decay == 0
+    assert cfg.data.crop_padding == 0 and not cfg.data.horizontal_flip
+    assert cfg.scheduler == {} and cfg.trainer.max_epochs == 30  # constant lr: epochs to the target do not depend on max_epochs
+
+
+def test_activation_study_stops_each_run_once_training_accuracy_reaches_the_target(make_cfg, tmp_path):
+    train(make_cfg("experiment=study_activation", "trainer.max_epochs=3", "callbacks.early_stopping.stopping_threshold=0.0"))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 1
 
 
 @pytest.mark.parametrize("experiment, model", [("lenet5_fast", "LeNet5"), ("alexnet_fast", "AlexNet")])

@@ -20,6 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from classic_cnns import ClassicCNNsError  # noqa: E402
 
 SEED_KEYS = ("seed",)
+CURVES = ("train/acc", "val/acc")
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -39,9 +40,25 @@ def _configurations(all_overrides: list[list[str]]) -> tuple[list[str], list[str
     return names, [o for o in all_overrides[0] if o in common]
 
 
+def _curves(job_dir: Path, job: str, configuration: str) -> list[dict]:
+    """One row per epoch of a job: its train/acc and val/acc. Lightning logs an `epoch` scalar at
+    the step of every epoch-level metric, which maps the metric to its epoch (validation may run
+    only every few epochs)."""
+    rows: dict[int, dict] = {}
+    for events_dir in (job_dir / "tensorboard").glob("*"):
+        events = EventAccumulator(str(events_dir), size_guidance={"scalars": 0}).Reload()
+        tags = events.Tags()["scalars"]
+        epoch_at_step = {e.step: int(e.value) + 1 for e in reversed(events.Scalars("epoch"))} if "epoch" in tags else {}
+        for tag in CURVES:
+            for index, event in enumerate(events.Scalars(tag) if tag in tags else []):
+                epoch = epoch_at_step.get(event.step, index + 1)
+                rows.setdefault(epoch, {"job": job, "configuration": configuration, "epoch": epoch})[tag] = event.value
+    return [rows[epoch] for epoch in sorted(rows)]
+
+
 def load_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """One row per job (its metrics), one row per job and epoch (its val/acc curve), and the
-    overrides common to all jobs."""
+    """One row per job (its metrics), one row per job and epoch (its train/acc and val/acc), and
+    the overrides common to all jobs."""
     jobs, curves = [], []
     job_dirs = _job_dirs(Path(sweep_dir))
     all_overrides = [yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text()) or [] for d in job_dirs]
@@ -55,20 +72,23 @@ def load_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[
             error = job_dir / "error.txt"
             row |= {"status": "failed", "error": error.read_text().strip().splitlines()[-1] if error.exists() else "no metrics.json"}
         jobs.append(row)
-        for events_dir in (job_dir / "tensorboard").glob("*"):
-            events = EventAccumulator(str(events_dir), size_guidance={"scalars": 0}).Reload()
-            if "val/acc" in events.Tags()["scalars"]:
-                for epoch, event in enumerate(events.Scalars("val/acc")):
-                    curves.append({"job": job_dir.name, "configuration": row["configuration"], "epoch": epoch + 1, "val/acc": event.value})
-    return pd.DataFrame(jobs), pd.DataFrame(curves, columns=["job", "configuration", "epoch", "val/acc"]), common
+        curves += _curves(job_dir, job_dir.name, name)
+    return pd.DataFrame(jobs), pd.DataFrame(curves, columns=["job", "configuration", "epoch", *CURVES]), common
+
+
+def epochs_to_train_acc(curves: pd.DataFrame, target: float) -> pd.Series:
+    """Per job, the first epoch whose training accuracy reached `target` (NaN: never)."""
+    reached = curves[curves["train/acc"] >= target].groupby("job")["epoch"].min()
+    return reached.reindex(curves["job"].unique())
 
 
 def summarize_sweep(jobs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds of the final metrics, per configuration, best test accuracy first."""
+    """Mean and std over seeds of the final metrics (and of `epochs_to_target`, where present, with
+    the number of seeds that reached it), per configuration, best test accuracy first."""
     done = jobs[jobs["status"] == "completed"]
     if done.empty:
         return pd.DataFrame()
-    table = done.groupby("configuration", sort=False).agg(
+    columns = dict(
         runs=("job", "count"),
         test_acc_mean=("test/acc", "mean"),
         test_acc_std=("test/acc", "std"),
@@ -78,15 +98,38 @@ def summarize_sweep(jobs: pd.DataFrame) -> pd.DataFrame:
         fit_seconds=("fit_seconds", "mean"),
         epochs=("epochs", "mean"),
     )
+    if "epochs_to_target" in done:
+        columns |= dict(to_target_mean=("epochs_to_target", "mean"), to_target_std=("epochs_to_target", "std"), to_target_runs=("epochs_to_target", "count"))
+    table = done.groupby("configuration", sort=False).agg(**columns)
     return table.fillna({"test_acc_std": 0.0, "val_acc_std": 0.0}).sort_values("test_acc_mean", ascending=False)
 
 
-def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None) -> Path:
-    """report.csv, jobs.csv, report.md, val_acc.png and test_acc.png, in output_dir (default: the sweep dir)."""
+def _plot_curves(curves: pd.DataFrame, metric: str, path: Path, target: float | None = None) -> None:
+    figure, ax = plt.subplots(figsize=(7, 4.5))
+    for configuration, group in curves.groupby("configuration", sort=False):
+        mean = group.groupby("epoch")[metric].mean().dropna()
+        ax.plot(mean.index, mean.values, marker="o", label=configuration)
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
+    ax.set(xlabel="epoch", ylabel=f"{metric} (mean over seeds)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None, train_acc_target: float | None = None) -> Path:
+    """report.csv, jobs.csv, report.md, val_acc.png, train_acc.png and test_acc.png, in output_dir
+    (default: the sweep dir). With train_acc_target, the table gives the epochs each
+    configuration took to reach that training accuracy (e.g. 0.75: the AlexNet paper's 25%
+    training error)."""
     sweep_dir = Path(sweep_dir)
     out = Path(output_dir) if output_dir else sweep_dir
     out.mkdir(parents=True, exist_ok=True)
     jobs, curves, common = load_sweep(sweep_dir)
+    if train_acc_target is not None:
+        jobs["epochs_to_target"] = jobs["job"].map(epochs_to_train_acc(curves, train_acc_target))
     table = summarize_sweep(jobs)
     jobs.to_csv(out / "jobs.csv", index=False)
     table.to_csv(out / "report.csv")
@@ -97,6 +140,11 @@ def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None) ->
         shown = table.copy()
         for metric in ("test_acc", "val_acc"):
             shown[metric.replace("_", " ")] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(shown.pop(f"{metric}_mean"), shown.pop(f"{metric}_std"))]
+        if train_acc_target is not None:
+            shown[f"epochs to train acc {train_acc_target:g}"] = [
+                (f"{m:.1f} ± {0.0 if pd.isna(s) else s:.1f}" if reached else "not reached") + (f" ({reached}/{runs} runs)" if reached < runs else "")
+                for m, s, reached, runs in zip(shown.pop("to_target_mean"), shown.pop("to_target_std"), shown.pop("to_target_runs"), shown["runs"])
+            ]
         shown["params"] = shown["params"].map(lambda n: f"{int(n):,}")
         shown["fit s"] = shown.pop("fit_seconds").map(lambda s: f"{s:.1f}")
         lines += [shown.reset_index().to_markdown(index=False), ""]
@@ -105,17 +153,9 @@ def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None) ->
         lines += ["## Failed jobs", ""] + [f"- job {r.job} ({r.overrides}): {r.error}" for r in failed.itertuples()] + [""]
     (out / "report.md").write_text("\n".join(lines))
 
-    if not curves.empty:
-        figure, ax = plt.subplots(figsize=(7, 4.5))
-        for configuration, group in curves.groupby("configuration", sort=False):
-            mean = group.groupby("epoch")["val/acc"].mean()
-            ax.plot(mean.index, mean.values, marker="o", label=configuration)
-        ax.set(xlabel="epoch", ylabel="validation accuracy (mean over seeds)")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.legend(fontsize=7)
-        figure.tight_layout()
-        figure.savefig(out / "val_acc.png", dpi=100)
-        plt.close(figure)
+    for metric, target in (("val/acc", None), ("train/acc", train_acc_target)):
+        if curves[metric].notna().any():
+            _plot_curves(curves, metric, out / f"{metric.replace('/', '_')}.png", target)
     if not table.empty:
         figure, ax = plt.subplots(figsize=(7, 0.4 * len(table) + 1.5))
         ax.barh(table.index[::-1], table["test_acc_mean"][::-1], xerr=table["test_acc_std"][::-1], capsize=3)
