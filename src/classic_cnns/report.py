@@ -146,6 +146,7 @@ def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None, tr
                 for m, s, reached, runs in zip(shown.pop("to_target_mean"), shown.pop("to_target_std"), shown.pop("to_target_runs"), shown["runs"])
             ]
         shown["params"] = shown["params"].map(lambda n: f"{int(n):,}")
+        shown["epochs"] = shown["epochs"].map(lambda e: f"{e:.3g}")  # a mean over seeds where runs stop early
         shown["fit s"] = shown.pop("fit_seconds").map(lambda s: f"{s:.1f}")
         lines += [shown.reset_index().to_markdown(index=False), ""]
     failed = jobs[jobs["status"] == "failed"]
