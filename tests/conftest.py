@@ -1,6 +1,13 @@
 """Tiny MNIST and CIFAR-10 sets in the real on-disk formats, and configs composed from conf/."""
 
+import importlib.util
+import os
 import pickle
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +108,54 @@ def make_cfg(tmp_path, data_dir):
         return compose_config([*FAST, *overrides], output_dir or tmp_path / "run", data_dir)
 
     return make
+
+
+# --- services: tests that need them skip where they cannot start, and fail under CI (CI=true) ---
+def service_unavailable(reason: str):
+    """Skip (a developer's machine without the service) or, under CI, fail: CI must run them."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run this test: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server (Debian's `postgresql` binaries), as an Optuna storage URL."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")) or [Path(p) for p in [shutil.which("pg_ctl")] if p]
+    if not bins:
+        service_unavailable("no PostgreSQL server binaries (apt-get install postgresql)")
+    if importlib.util.find_spec("psycopg") is None:
+        service_unavailable("no PostgreSQL driver (pip install 'psycopg[binary]', in the test extra)")
+    bin_dir, root = bins[-1].parent, Path(tempfile.mkdtemp(prefix="classic_cnns_postgres_"))  # outside pytest's 0700 dirs
+    as_user = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data, log = root / "data", root / "server.log"
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    steps = [
+        [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+        [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "30", "start"],
+    ]
+    for step in steps:
+        done = subprocess.run([*as_user, *step], capture_output=True, text=True)
+        if done.returncode != 0:
+            service_unavailable(f"PostgreSQL did not start ({' '.join(step[:1])}): {(done.stderr or done.stdout)[-500:]}")
+    yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """The name of an idle SLURM partition to submit to (scripts/slurm_local_cluster.sh start)."""
+    if shutil.which("sinfo") is None:
+        service_unavailable("no SLURM here: scripts/slurm_local_cluster.sh install && scripts/slurm_local_cluster.sh start")
+    state = subprocess.run(["sinfo", "-h", "-o", "%P %t"], capture_output=True, text=True, timeout=30)
+    partitions = [line.split() for line in state.stdout.splitlines() if line.split()[-1:] in (["idle"], ["mix"])]
+    if state.returncode != 0 or not partitions:
+        service_unavailable(f"no idle SLURM node (scripts/slurm_local_cluster.sh start): {state.stderr.strip() or state.stdout.strip()}")
+    return partitions[0][0].rstrip("*")

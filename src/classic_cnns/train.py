@@ -38,9 +38,9 @@ warnings.filterwarnings("ignore", message=r".*when logging on epoch level in dis
 MIN_FREE_BYTES = 200 * 2**20  # checkpoints of the paper's AlexNet are 0.7 GB; smaller nets a few MB
 
 
-def train(cfg: DictConfig) -> float | None:
+def train(cfg: DictConfig) -> float | list[float] | None:
     """Fit (or resume from `cfg.ckpt_path`), test the best checkpoint, write metrics.json;
-    return `cfg.optimized_metric`."""
+    return `cfg.optimized_metric` (a list of values for a list of metrics: multi-objective)."""
     validate(cfg)
     output_dir = _writable_output_dir(Path(cfg.paths.output_dir))
     ckpt_path = cfg.get("ckpt_path")
@@ -99,7 +99,9 @@ def train(cfg: DictConfig) -> float | None:
         _log_hyperparams(loggers, resolved, seed, metrics)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         log.info("metrics: %s", {k: v for k, v in metrics.items() if "/" in k})
-    return metrics.get(cfg.optimized_metric)
+    if isinstance(cfg.optimized_metric, str):
+        return metrics.get(cfg.optimized_metric)
+    return [metrics.get(name) for name in cfg.optimized_metric]
 
 
 def _seed(cfg: DictConfig) -> int:
@@ -139,7 +141,9 @@ def _ddp_ranks_run_this_job(trainer: L.Trainer):
         )
     hydra_cfg = HydraConfig.get()
     argv, run_dir, environ = sys.argv, OmegaConf.to_container(hydra_cfg.run)["dir"], dict(os.environ)
-    sys.argv = [sys.argv[0], f"--config-name={hydra_cfg.job.config_name}", *hydra_cfg.overrides.task]
+    # hydra.mode=RUN: a job of an Optuna search (hparams_search=..., whose config says MULTIRUN)
+    # runs as itself on every rank, never as a search of its own.
+    sys.argv = [sys.argv[0], f"--config-name={hydra_cfg.job.config_name}", *hydra_cfg.overrides.task, "hydra.mode=RUN"]
     with read_write(hydra_cfg):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
     try:
