@@ -98,6 +98,8 @@ def test_launchers_run_every_job_and_survive_a_failed_one(data_dir, tmp_path, la
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     assert [job["status"] for job in json.loads((sweep / "sweep_summary.json").read_text())] == ["completed", "failed"]
     assert (sweep / "0" / "metrics.json").exists() and (sweep / "1" / "error.txt").exists()
+    if "hydra.launcher.n_jobs=2" in launcher:  # two jobs at once share the cores instead of each taking all
+        assert json.loads((sweep / "0" / "metrics.json").read_text())["cpu_threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 def test_slurm_launcher_config_composes():

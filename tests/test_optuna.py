@@ -237,3 +237,15 @@ def get_json(url: str, server: subprocess.Popen, timeout: float = 60) -> dict:
             assert server.poll() is None, server.stderr.read()[-2000:]
             assert time.monotonic() < deadline, f"no answer from {url}"
             time.sleep(0.2)
+
+
+def test_the_sweepers_read_a_failed_jobs_error_through_hydras_public_api():
+    """checked_sweeper.job_error relies on JobReturn.return_value re-raising the job's exception:
+    this fails loudly if a Hydra release changes that."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from hydra_plugins.classic_cnns_sweeper.checked_sweeper import job_error
+
+    error = ValueError("boom")
+    assert job_error(JobReturn(status=JobStatus.FAILED, _return_value=error)) is error
+    assert job_error(JobReturn(status=JobStatus.COMPLETED, _return_value=0.5)) is None

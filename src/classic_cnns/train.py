@@ -48,6 +48,7 @@ def train(cfg: DictConfig) -> float | list[float] | None:
         raise ClassicCNNsError(f"ckpt_path={ckpt_path} does not exist: nothing to resume from (this run would start over)")
     seed = _seed(cfg)
     L.seed_everything(seed, workers=True)
+    _share_the_cpu()
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     resolved = OmegaConf.to_container(cfg, resolve=True) | {"seed": seed}  # the seed actually used
     if rank_zero_only.rank == 0:
@@ -93,6 +94,7 @@ def train(cfg: DictConfig) -> float | list[float] | None:
         "epochs": trainer.current_epoch,
         "params": sum(p.numel() for p in net.parameters()),
         "seed": seed,
+        "cpu_threads": torch.get_num_threads(),
         "best_checkpoint": best_path,
     }
     if trainer.is_global_zero:
@@ -112,6 +114,19 @@ def _seed(cfg: DictConfig) -> int:
     if rank_zero_only.rank > 0 and "PL_GLOBAL_SEED" in os.environ:
         return int(os.environ["PL_GLOBAL_SEED"])
     return random.randrange(2**31)
+
+
+def _share_the_cpu() -> None:
+    """Jobs that run side by side share the CPU cores instead of each taking all of them: a job
+    of a parallel multirun (joblib's `hydra.launcher.n_jobs`) takes cores / n_jobs threads, a
+    SLURM job the CPUs it asked for."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if "SLURM_CPUS_PER_TASK" in os.environ:
+        torch.set_num_threads(max(1, min(cores, int(os.environ["SLURM_CPUS_PER_TASK"]))))
+    elif HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        n_jobs = HydraConfig.get().launcher.get("n_jobs")
+        if isinstance(n_jobs, int) and n_jobs > 1:
+            torch.set_num_threads(max(1, cores // n_jobs))
 
 
 @contextmanager
