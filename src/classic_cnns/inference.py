@@ -2,12 +2,13 @@
 
 import csv
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torchmetrics.classification import MulticlassConfusionMatrix
 
@@ -19,40 +20,53 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@torch.no_grad()
+class _TestConfusion(L.Callback):
+    """The confusion matrix of a `trainer.test`, from the logits the classifier's test_step returns."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.matrix = MulticlassConfusionMatrix(num_classes)
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self.matrix = self.matrix.to(pl_module.device)
+        self.matrix.reset()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.matrix.update(outputs["logits"], batch[1])
+
+
 def evaluate(ckpt_path: str, output_dir: str | None = None, data_dir: str | None = None) -> dict:
-    """Test metrics, confusion matrix PNG, per-class CSV of a checkpoint; written to output_dir
-    (default: `evaluation/` beside the checkpoints folder). Returns the metrics."""
+    """Test a checkpoint with `trainer.test`, as train() does: test metrics, confusion matrix PNG
+    and per-class CSV, written to output_dir (default: `evaluation/` beside the checkpoints
+    folder). Returns the metrics, `per_class` (one row per class) and `output_dir`."""
     from classic_cnns.views import confusion_figure, figure_to_png, per_class_accuracy
 
-    device = _device()
-    model = load_classifier(ckpt_path).to(device)
+    model = load_classifier(ckpt_path)
     datamodule = build_datamodule(model.hparams.config, data_dir)
-    datamodule.prepare_data()
-    datamodule.setup("test")
     names = model.hparams.data_info["class_names"]
-    confusion = MulticlassConfusionMatrix(len(names)).to(device)
-    loss_sum, count = 0.0, 0
-    for images, labels in datamodule.test_dataloader():
-        images, labels = images.to(device), labels.to(device)
-        logits = model(datamodule.transform(images))
-        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
-        count += len(labels)
-        confusion.update(logits, labels)
-    matrix = confusion.compute().cpu()
-    metrics = {"test/acc": float(matrix.diag().sum() / matrix.sum()), "test/loss": loss_sum / count, "images": count}
+    confusion = _TestConfusion(len(names))
+    trainer = L.Trainer(
+        accelerator="auto", devices=1, logger=False, callbacks=[confusion], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    with warnings.catch_warnings():  # the classifier logs its test metrics; here they are returned instead
+        warnings.filterwarnings("ignore", message=r".*but have no logger configured")
+        (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
+    matrix = confusion.matrix.compute().cpu()
+    per_class = [
+        {"class": name, "images": int(row.sum()), "correct": int(row[index]), "accuracy": accuracy}
+        for index, (name, row, accuracy) in enumerate(zip(names, matrix, per_class_accuracy(matrix).tolist()))
+    ]
+    metrics = {"test/acc": results["test/acc"], "test/loss": results["test/loss"], "images": int(matrix.sum())}
 
     out = Path(output_dir) if output_dir else Path(ckpt_path).resolve().parent.parent / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "confusion_matrix.png").write_bytes(figure_to_png(confusion_figure(matrix, names)))
     with open(out / "per_class.csv", "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["class", "images", "correct", "accuracy"])
-        for name, row, accuracy in zip(names, matrix, per_class_accuracy(matrix).tolist()):
-            writer.writerow([name, int(row.sum()), int(row[names.index(name)]), f"{accuracy:.4f}"])
-    metrics["output_dir"] = str(out)
-    return metrics
+        writer = csv.DictWriter(file, fieldnames=["class", "images", "correct", "accuracy"])
+        writer.writeheader()
+        writer.writerows({**row, "accuracy": f"{row['accuracy']:.4f}"} for row in per_class)
+    return metrics | {"per_class": per_class, "output_dir": str(out)}
 
 
 @dataclass
