@@ -1,7 +1,10 @@
 """Evaluate and predict from a checkpoint alone (scripts/evaluate.py, scripts/predict.py)."""
 
 import csv
+import errno
 import json
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,13 +78,46 @@ class Prediction:
     classes: list[str]
     probabilities: list[float]
     error: str = ""
+    inverted: bool = False
 
 
-def image_files(inputs: str) -> list[Path]:
-    path = Path(inputs)
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file())
-    return [path]
+class Predictions(list):
+    """The predictions in file order, and `expects`: what the model expects of its inputs."""
+
+    expects: str = ""
+
+
+def image_files(inputs: str) -> list[tuple[Path, str]]:
+    """The files of `inputs` (a file, or a directory walked recursively, following symlinks),
+    each with "" or why it cannot be read: a symlink loop or a broken symlink is reported."""
+    root = Path(inputs)
+    if not root.is_dir():
+        return [(root, "")]
+    found: list[tuple[Path, str]] = []
+
+    def walk(folder: Path, ancestors: frozenset) -> None:
+        for entry in sorted(folder.iterdir()):
+            try:
+                info = entry.stat()  # follows symlinks
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    found.append((entry, "symlink loop"))
+                elif entry.is_symlink():
+                    found.append((entry, f"broken symlink (to {os.readlink(entry)})"))
+                else:
+                    found.append((entry, f"cannot be read ({error.strerror})"))
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if (info.st_dev, info.st_ino) in ancestors:
+                    found.append((entry, f"symlink loop (back to {entry.resolve()})"))
+                else:
+                    walk(entry, ancestors | {(info.st_dev, info.st_ino)})
+            elif stat.S_ISREG(info.st_mode):
+                found.append((entry, ""))
+
+    top = root.stat()
+    walk(root, frozenset({(top.st_dev, top.st_ino)}))
+    return found
 
 
 def _load_image(path: Path, channels: int, size) -> torch.Tensor:
@@ -92,28 +128,66 @@ def _load_image(path: Path, channels: int, size) -> torch.Tensor:
     return pixels.unsqueeze(0) if channels == 1 else pixels.permute(2, 0, 1)
 
 
+def _read_error(error: Exception) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "file not found"
+    if isinstance(error, Image.DecompressionBombError):
+        return f"image too large to decode safely ({error})"
+    if isinstance(error, OSError) and error.errno == errno.ELOOP:
+        return "symlink loop"
+    return f"not a readable image ({type(error).__name__})"
+
+
+def has_light_background(pixels: torch.Tensor, border: int = 2) -> bool:
+    """Whether the outer `border` pixels of a uint8 (C, H, W) image are mostly light."""
+    frame = torch.cat([
+        pixels[..., :border, :].flatten(), pixels[..., -border:, :].flatten(),
+        pixels[..., :, :border].flatten(), pixels[..., :, -border:].flatten(),
+    ])  # fmt: skip
+    return bool(frame.float().median() > 127)
+
+
+INVERT = (True, False, "auto")
+
+
 @torch.no_grad()
-def predict(ckpt_path: str, inputs: str, topk: int = 3) -> list[Prediction]:
+def predict(ckpt_path: str, inputs: str, topk: int = 3, invert: bool | str = "auto") -> Predictions:
     """Top-k classes of every image in `inputs` (a file or a directory); a file that cannot be
-    read gets its error and the others are still predicted."""
+    read gets its error and the others are still predicted.
+
+    `invert`: true inverts every image (255 - x), false none; "auto" inverts the images with a
+    light border when the model was trained on light strokes on a dark background (MNIST)."""
+    if invert not in INVERT:
+        raise ClassicCNNsError(f"invert={invert!r} is not allowed: use true, false or auto")
     device = _device()
     model = load_classifier(ckpt_path).to(device)
     datamodule = build_datamodule(model.hparams.config)
     info = model.hparams.data_info
     names, k = info["class_names"], min(topk, len(info["class_names"]))
-    predictions = []
-    for path in image_files(inputs):
+    dark = datamodule.background == "dark"
+    predictions = Predictions()
+    if dark:
+        predictions.expects = (
+            f"This model expects light strokes on a dark background, like {datamodule.name}'s white digits on "
+            f"black; {'images with a light border are inverted (invert=auto)' if invert == 'auto' else f'invert={invert}'}"
+        )
+    for path, problem in image_files(inputs):
+        if problem:
+            predictions.append(Prediction(str(path), [], [], problem))
+            continue
         try:
             pixels = _load_image(path, info["channels"], info["native_size"])
-        except FileNotFoundError:
-            predictions.append(Prediction(str(path), [], [], "file not found"))
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
+            predictions.append(Prediction(str(path), [], [], _read_error(error)))
             continue
-        except (UnidentifiedImageError, OSError, ValueError) as error:
-            predictions.append(Prediction(str(path), [], [], f"not a readable image ({type(error).__name__})"))
-            continue
+        inverted = invert is True or (invert == "auto" and dark and has_light_background(pixels))
+        if inverted:
+            pixels = 255 - pixels
         probabilities = model(datamodule.transform(pixels.unsqueeze(0).to(device))).float().softmax(1)[0]
         top = probabilities.topk(k)
-        predictions.append(Prediction(str(path), [names[i] for i in top.indices.tolist()], top.values.tolist()))
+        predictions.append(
+            Prediction(str(path), [names[i] for i in top.indices.tolist()], top.values.tolist(), inverted=inverted)
+        )
     if not predictions:
         raise ClassicCNNsError(f"no files found in {inputs}")
     return predictions
@@ -122,9 +196,9 @@ def predict(ckpt_path: str, inputs: str, topk: int = 3) -> list[Prediction]:
 def write_predictions_csv(predictions: list[Prediction], path: str) -> None:
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["file", "rank", "class", "probability", "error"])
+        writer.writerow(["file", "rank", "class", "probability", "error", "inverted"])
         for p in predictions:
             if p.error:
-                writer.writerow([p.file, "", "", "", p.error])
+                writer.writerow([p.file, "", "", "", p.error, ""])
             for rank, (name, probability) in enumerate(zip(p.classes, p.probabilities), start=1):
-                writer.writerow([p.file, rank, name, f"{probability:.4f}", ""])
+                writer.writerow([p.file, rank, name, f"{probability:.4f}", "", int(p.inverted)])
