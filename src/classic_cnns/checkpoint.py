@@ -6,7 +6,7 @@ import torch
 from hydra.utils import instantiate
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.module import ImageClassifier
+from classic_cnns.classifier import ImageClassifier
 
 
 def load_classifier(path: str | Path, map_location: str = "cpu") -> ImageClassifier:

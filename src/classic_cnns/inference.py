@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from classic_cnns import ClassicCNNsError
 from classic_cnns.checkpoint import load_classifier
 from classic_cnns.data import ImageDataModule
-from classic_cnns.module import ImageClassifier
+from classic_cnns.classifier import ImageClassifier
 
 
 def _datamodule(model: ImageClassifier, data_dir: str | None = None) -> ImageDataModule:

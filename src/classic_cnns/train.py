@@ -25,7 +25,7 @@ from classic_cnns import ClassicCNNsError
 from classic_cnns.config import validate
 from classic_cnns.data import ImageDataModule
 from classic_cnns.gpus import gpu_for_job
-from classic_cnns.module import ImageClassifier
+from classic_cnns.classifier import ImageClassifier
 
 log = logging.getLogger(__name__)
 
