@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from classic_cnns import ClassicCNNsError
+from classic_cnns.checkpoint import read_checkpoint
 from classic_cnns.config import validate
 from classic_cnns.data import ImageDataModule
 from classic_cnns.gpus import gpu_for_job
@@ -46,6 +47,8 @@ def train(cfg: DictConfig) -> float | None:
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise ClassicCNNsError(f"ckpt_path={ckpt_path} does not exist: nothing to resume from (this run would start over)")
+    if ckpt_path:
+        read_checkpoint(ckpt_path)  # untrusted: refused here if it asks for more than plain values
     seed = _seed(cfg)
     L.seed_everything(seed, workers=True)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
@@ -78,14 +81,14 @@ def train(cfg: DictConfig) -> float | None:
         trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, **gpu)
         job.enter_context(_ddp_ranks_run_this_job(trainer))
         start = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         fit_seconds = time.perf_counter() - start
 
         # Both splits are scored once more on the checkpoint that is kept (best by val/acc).
         best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.validate(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        trainer.validate(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False, weights_only=True)
         val_metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        (test_metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
+        (test_metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
 
     metrics: dict[str, Any] = {
         **{k: float(v) for k, v in (val_metrics | test_metrics).items()},
