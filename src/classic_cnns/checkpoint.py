@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from classic_cnns import ClassicCNNsError, data, models
+from classic_cnns.classifier import ImageClassifier
 from classic_cnns.data import ImageDataModule
-from classic_cnns.module import ImageClassifier
 
 
 def _exported(package, base: type, exclude: tuple[type, ...] = ()) -> dict[str, type]:
