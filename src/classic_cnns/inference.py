@@ -96,7 +96,12 @@ def image_files(inputs: str) -> list[tuple[Path, str]]:
     found: list[tuple[Path, str]] = []
 
     def walk(folder: Path, ancestors: frozenset) -> None:
-        for entry in sorted(folder.iterdir()):
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError as error:
+            found.append((folder, f"cannot be read ({error.strerror})"))
+            return
+        for entry in entries:
             try:
                 info = entry.stat()  # follows symlinks
             except OSError as error:
