@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.config import validate
+from classic_cnns.config import build_network, validate
 from classic_cnns.data import ImageDataModule
 from classic_cnns.gpus import gpu_for_job
 from classic_cnns.module import ImageClassifier
@@ -54,12 +54,7 @@ def train(cfg: DictConfig) -> float | None:
         OmegaConf.save(resolved, output_dir / "config.yaml")
 
     datamodule: ImageDataModule = instantiate(cfg.data)
-    net = instantiate(
-        cfg.model,
-        in_channels=datamodule.channels,
-        num_classes=datamodule.num_classes,
-        input_size=datamodule.input_size,
-    )
+    net = build_network(cfg, datamodule)
     model = ImageClassifier(
         net=net,
         optimizer=instantiate(cfg.optimizer),
