@@ -26,8 +26,9 @@ def load_classifier(path: str | Path, map_location: str = "cpu") -> ImageClassif
         raise ClassicCNNsError(
             f"{path} is not a checkpoint written by classic-cnns' train ({type(error).__name__}: {error})"
         ) from None
+    weights_from_checkpoint = {"pretrained": False} if "pretrained" in config["model"] else {}  # no download
     net = instantiate(
-        config["model"], in_channels=info["channels"], num_classes=len(info["class_names"]), input_size=info["input_size"]
+        config["model"] | weights_from_checkpoint, in_channels=info["channels"], num_classes=len(info["class_names"]), input_size=info["input_size"]
     )
     model = ImageClassifier(net=net, optimizer=None, **hparams)
     model.load_state_dict(checkpoint["state_dict"])
