@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -78,21 +79,31 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("invalid config: " + "; ".join(problems))
 
 
+def build_network(cfg: DictConfig, datamodule, **kwargs) -> torch.nn.Module:
+    """The network of `cfg.model` for the images of `datamodule`. A network that cannot be built
+    (layers too large for the input, weights that cannot be loaded) is one clear ClassicCNNsError,
+    not Hydra's InstantiationException around it."""
+    try:
+        return instantiate(
+            cfg.model,
+            in_channels=datamodule.channels,
+            num_classes=datamodule.num_classes,
+            input_size=datamodule.input_size,
+            **kwargs,
+        )
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, ClassicCNNsError):
+            raise cause from None
+        if isinstance(cause, ValueError):
+            raise ConfigError(f"the network cannot be built: {cause}") from None
+        raise
+
+
 def check_network_builds(cfg: DictConfig) -> None:
     """Build the job's network on the meta device (shapes only: no memory, no data read, no
     weights loaded), so that layers which shrink the feature maps to nothing fail before any
     job of a sweep starts, with the fix in the message."""
-    datamodule = instantiate(cfg.data)
     shapes_only = {"pretrained": False} if "pretrained" in cfg.model else {}  # never download here
-    try:
-        with torch.device("meta"):
-            instantiate(
-                cfg.model,
-                in_channels=datamodule.channels,
-                num_classes=datamodule.num_classes,
-                input_size=datamodule.input_size,
-                **shapes_only,
-            )
-    except Exception as error:  # Hydra wraps the network's ValueError in an InstantiationException
-        cause = error.__cause__ or error
-        raise ConfigError(f"the network cannot be built: {cause}") from None
+    with torch.device("meta"):
+        build_network(cfg, instantiate(cfg.data), **shapes_only)

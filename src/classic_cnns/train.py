@@ -7,7 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from classic_cnns import job
 from classic_cnns.classifier import ImageClassifier
-from classic_cnns.config import validate
+from classic_cnns.config import build_network, validate
 from classic_cnns.data import ImageDataModule
 
 
@@ -17,9 +17,7 @@ def train(cfg: DictConfig) -> float | None:
     validate(cfg)
     seed, config = job.start(cfg)
     datamodule: ImageDataModule = instantiate(cfg.data)
-    net = instantiate(
-        cfg.model, in_channels=datamodule.channels, num_classes=datamodule.num_classes, input_size=datamodule.input_size
-    )
+    net = build_network(cfg, datamodule)
     model = ImageClassifier(
         net=net,
         optimizer=instantiate(cfg.optimizer),
