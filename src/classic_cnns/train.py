@@ -53,7 +53,7 @@ def train(cfg: DictConfig) -> float | None:
     if rank_zero_only.rank == 0:
         OmegaConf.save(resolved, output_dir / "config.yaml")
 
-    datamodule: ImageDataModule = instantiate(cfg.data)
+    datamodule: ImageDataModule = instantiate(cfg.data, seed=seed)
     net = instantiate(
         cfg.model,
         in_channels=datamodule.channels,
@@ -70,6 +70,7 @@ def train(cfg: DictConfig) -> float | None:
         channels_last=cfg.channels_last,
         compile=cfg.compile,
         compile_options=OmegaConf.to_container(cfg.compile_options),
+        seed=seed,
     )
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
