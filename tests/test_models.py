@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from classic_cnns.models import AlexNet, LeNet5
-from classic_cnns.models.layers import LocalResponseNorm, MinPool2d, SamePad2d, Subsampling2d, conv2d, make_norm, make_pool
+from classic_cnns.models.layers import LocalResponseNorm, MinPool2d, SamePad2d, Subsampling2d, conv2d, lrn_divisor_spread, make_norm, make_pool
 
 CIFAR_ALEXNET = dict(  # conf/model/alexnet.yaml
     widths=(64, 192, 384, 256, 256), kernel_sizes=(3, 5, 3, 3, 3), strides=(1,) * 5,
@@ -140,6 +140,17 @@ def test_lrn_is_the_papers_formula():
         expected[:, i] = a[:, i] / (k + alpha * window.square().sum(dim=1)) ** beta
     torch.testing.assert_close(make_norm("lrn", 7)(a), expected)  # what norm=lrn builds
     assert not torch.allclose(expected, a / k**beta, rtol=0.05)  # the inputs make the window term count
+
+
+def test_lrn_divisor_spread_says_whether_lrn_was_more_than_a_constant_factor():
+    net = AlexNet(**{**CIFAR_ALEXNET, "norm": "lrn", "widths": (8, 8, 8, 8, 8), "hidden_features": 8}, input_size=(32, 32))
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+    unit, paper = lrn_divisor_spread(net, x), lrn_divisor_spread(net, x * 64)  # unit variance vs 0-255 values
+    assert set(unit) == {"lrn1/divisor_median", "lrn1/divisor_max", "lrn2/divisor_median", "lrn2/divisor_max"}
+    assert 1.0 <= unit["lrn1/divisor_median"] <= unit["lrn1/divisor_max"] < 1.01  # k=2 dominates: a constant factor
+    assert paper["lrn1/divisor_max"] > 1.1
+    assert lrn_divisor_spread(AlexNet(**CIFAR_ALEXNET, input_size=(32, 32)), x) == {}  # no LRN, nothing to say
 
 
 def per_layer_params(model: nn.Module) -> list[int]:

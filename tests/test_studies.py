@@ -6,6 +6,7 @@ import json
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 
 from classic_cnns.config import validate
 from classic_cnns.train import train
@@ -26,7 +27,7 @@ def test_every_job_of_a_study_composes_and_validates(make_cfg, study):
         validate(cfg)
         choices = HydraConfig.get().runtime.choices
         for key, value in (override.split("=") for override in job):
-            assert str(cfg.seed if key == "seed" else choices[key]) == value
+            assert str(choices[key] if key in choices else OmegaConf.select(cfg, key)) == value
 
 
 def test_activation_study_runs_alexnet_without_any_regularization_as_in_the_paper(make_cfg):

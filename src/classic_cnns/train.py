@@ -25,6 +25,7 @@ from classic_cnns import ClassicCNNsError
 from classic_cnns.config import validate
 from classic_cnns.data import ImageDataModule
 from classic_cnns.gpus import gpu_for_job
+from classic_cnns.models.layers import lrn_divisor_spread
 from classic_cnns.module import ImageClassifier
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ def train(cfg: DictConfig) -> float | None:
         "seed": seed,
         "best_checkpoint": best_path,
     }
+    # Was LRN active? Its divisor's spread on 64 validation images, with the kept weights.
+    metrics |= lrn_divisor_spread(model, datamodule.transform(datamodule.splits["val"].images[:64].to(model.device)))
     if trainer.is_global_zero:
         _log_hyperparams(loggers, resolved, seed, metrics)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

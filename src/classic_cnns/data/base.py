@@ -32,6 +32,7 @@ class DatasetNotFoundError(ClassicCNNsError):
 
 
 PLACEMENTS = ("auto", "device", "dataloader")
+SCALES = ("standard", "paper")
 
 
 class TensorBatches(Dataset):
@@ -122,7 +123,10 @@ class ImageDataModule(L.LightningDataModule):
     """Base class: subclasses say what the data is (`name`, shape, classes, normalization,
     file names) and how to download and read it; this class splits, batches and transforms.
 
-    `seed` seeds the training order of each epoch (train() passes the run's seed)."""
+    `seed` seeds the training order of each epoch (train() passes the run's seed).
+    `scale`: "standard" feeds (x - mean) / std with x in [0, 1] (about unit variance);
+    "paper" feeds the AlexNet paper's raw pixel values minus the mean, 0-255 units (here the
+    per-channel `mean`, where the paper subtracted a per-pixel mean image), `std` unused."""
 
     name: str
     channels: int
@@ -148,6 +152,7 @@ class ImageDataModule(L.LightningDataModule):
         placement: str = "auto",
         num_workers: int = 0,
         seed: int = 0,
+        scale: str = "standard",
     ) -> None:
         super().__init__()
         self.seed = seed
@@ -156,6 +161,10 @@ class ImageDataModule(L.LightningDataModule):
         self.val_size, self.split_seed = val_size, split_seed
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        if scale not in SCALES:
+            raise ClassicCNNsError(f"data.scale={scale!r} is not allowed: use one of {', '.join(SCALES)}")
+        if scale == "paper":  # (x - mean) * 255: mean-subtracted 0-255 values
+            self.std = torch.full_like(self.mean, 1 / 255)
         self.image_size, self.pad_to = image_size, pad_to
         self.crop_padding, self.horizontal_flip = crop_padding, horizontal_flip
         if placement not in PLACEMENTS:
@@ -252,6 +261,13 @@ class ImageDataModule(L.LightningDataModule):
                 )
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
             val, train = order[: self.val_size], order[self.val_size :]
+            per_rank = len(train) // (self.trainer.world_size if self.trainer is not None else 1)
+            if self.batch_size > per_rank:
+                raise ClassicCNNsError(
+                    f"data.batch_size={self.batch_size} is larger than the {per_rank} training images "
+                    f"{'each DDP rank gets' if per_rank < len(train) else 'left after data.val_size'}: "
+                    f"every step would see all of them, not a batch of that size. Use data.batch_size <= {per_rank}"
+                )
             self.splits["train"] = TensorBatches(images[train], labels[train])
             self.splits["val"] = TensorBatches(images[val], labels[val])
         if stage in (None, "test") and "test" not in self.splits:

@@ -59,6 +59,33 @@ class LocalResponseNorm(nn.Module):
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
 
+def lrn_divisor_spread(net: nn.Module, images: torch.Tensor) -> dict[str, float]:
+    """How much each LRN layer's divisor varies on `images`: the median and the maximum of
+    divisor / k^beta, per layer in network order (lrn1, lrn2, ...). Both near 1.0 mean that
+    LRN was only the constant factor k^-beta there. Empty without LRN layers."""
+    layers = [module for module in net.modules() if isinstance(module, LocalResponseNorm)]
+    if not layers:
+        return {}
+    ratios: dict[int, torch.Tensor] = {}
+
+    def record(index: int):
+        return lambda layer, inputs, output: ratios.__setitem__(index, layer.divisor(inputs[0]) / layer.k**layer.beta)
+
+    hooks = [layer.register_forward_hook(record(index)) for index, layer in enumerate(layers, 1)]
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(images)
+    finally:
+        net.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    spread = {}
+    for index, ratio in sorted(ratios.items()):
+        spread |= {f"lrn{index}/divisor_median": ratio.median().item(), f"lrn{index}/divisor_max": ratio.max().item()}
+    return spread
+
+
 class ScaledTanh(nn.Module):
     """LeNet-5's squashing function f(a) = A tanh(S a) with A = 1.7159, S = 2/3 (appendix A)."""
 
