@@ -93,7 +93,9 @@ def set_global_switches(cfg: DictConfig) -> dict:
     so that the plain loops run under the same ones; returns them as `current_switches` does."""
     deterministic = bool(cfg.trainer.get("deterministic"))
     benchmark = cfg.trainer.get("benchmark")
-    torch.backends.cudnn.benchmark = (not deterministic) if benchmark is None else bool(benchmark)
+    if benchmark is None:  # Lightning keeps the session's value, off when deterministic
+        benchmark = torch.backends.cudnn.benchmark and not deterministic
+    torch.backends.cudnn.benchmark = bool(benchmark)
     torch.backends.cudnn.deterministic = deterministic
     torch.use_deterministic_algorithms(deterministic)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
