@@ -1,7 +1,8 @@
 """Hydra's grid sweep, made safe for long sweeps (a Hydra plugin: conf/hydra/default.yaml selects it).
 
-- Every job's config is composed and validated before the first job starts, so a typo in the
-  third value of a sweep fails in seconds, not after two finished jobs.
+- Every job's config is composed and validated, and its network built shapes-only, before the
+  first job starts, so a typo or a pooling too large in the third value of a sweep fails in
+  seconds, not after two finished jobs.
 - A failing job (bad value, NaN loss, out of memory) does not stop the others: its error goes
   to `error.txt` in its own dir, every job's status to `sweep_summary.json` in the sweep dir,
   and the command exits with status 1 at the end, listing the failed jobs.
@@ -27,7 +28,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from classic_cnns.config import ConfigError, validate
+from classic_cnns.config import ConfigError, check_network_builds, validate
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,17 @@ class CheckedSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def validate_batch_is_legal(self, batch) -> None:
+    def validate_batch_is_legal(self, batch, first_job: int = 0) -> None:
+        """Compose, validate and build (shapes only) the network of every job of `batch`, whose
+        first job is number `first_job`."""
         loader = self.hydra_context.config_loader
-        for overrides in batch:
+        for number, overrides in enumerate(batch, start=first_job):
             cfg = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
             try:
                 validate(cfg)
+                check_network_builds(cfg)
             except ConfigError as error:
-                raise ConfigError(f"job {' '.join(overrides)}: {error}") from None
+                raise ConfigError(f"job {number} ({' '.join(overrides)}): {error}") from None
 
     def parse(self, arguments: Sequence[str]):
         """`hydra.sweeper.params` and the command line's overrides, parsed by Hydra's grammar."""

@@ -198,7 +198,7 @@ class OptunaSweeper(CheckedSweeper):
                 report = None if multi else self._report_override(storage_url, trial.number, str(metric))
                 batch.append([*fixed, *(f"{k}={override_value(v)}" for k, v in trial.params.items()), *filter(None, [report])])
             try:
-                self.validate_batch_is_legal(batch)
+                self.validate_batch_is_legal(batch, first_job=trials[0].number)
             except ConfigError:
                 for trial in trials:
                     study.tell(trial, state=TrialState.FAIL)
