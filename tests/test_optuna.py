@@ -2,12 +2,14 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import optuna
 import pytest
@@ -207,15 +209,17 @@ def test_optuna_dashboard_serves_the_study(tmp_path):
         study.tell(trial, value)
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "optuna_dashboard", "--host", "127.0.0.1", "--port", str(port), storage],
+        [shutil.which("optuna-dashboard", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])),
+         "--host", "127.0.0.1", "--port", str(port), storage],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        studies = get_json(f"http://127.0.0.1:{port}/api/studies", server)["studies"]
+        studies = get_json(f"http://127.0.0.1:{port}/api/studies", server)["study_summaries"]
         assert [(s["study_name"], s["directions"]) for s in studies] == [("lenet5", ["maximize"])]
         detail = get_json(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}", server)
         assert [t["values"] for t in detail["trials"]] == [[0.5], [0.7]]
         assert detail["trials"][1]["intermediate_values"] == [{"step": 0, "value": 0.35}]
+        assert [t["number"] for t in detail["best_trials"]] == [1]
     finally:
         server.terminate()
         server.wait(timeout=30)
