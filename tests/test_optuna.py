@@ -21,7 +21,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from classic_cnns.config import ConfigError
 from classic_cnns.search import open_storage
-from hydra_plugins.classic_cnns_sweeper.optuna_sweeper import OptunaSweeper, distribution, launcher_parallelism
+from hydra_plugins.classic_cnns_sweeper.optuna_sweeper import OptunaSweeper, distribution, launcher_parallelism, search_space
 
 from .conftest import CONF_DIR, ROOT
 from .test_cli import FAST, run_cli
@@ -253,3 +253,11 @@ def test_the_sweepers_read_a_failed_jobs_error_through_hydras_public_api():
     error = ValueError("boom")
     assert job_error(JobReturn(status=JobStatus.FAILED, _return_value=error)) is error
     assert job_error(JobReturn(status=JobStatus.COMPLETED, _return_value=0.5)) is None
+
+
+def test_a_value_on_the_command_line_fixes_or_replaces_a_searched_key():
+    parser = OverridesParser.create()
+    params = ["data.batch_size=choice(64, 128)", "model.dropout=interval(0.0, 0.5)", "pooling=max,avg"]
+    space, fixed = search_space(parser.parse_overrides([*params, "data.batch_size=32", "model.dropout=interval(0.1, 0.2)"]))
+    assert space == {"model.dropout": FloatDistribution(0.1, 0.2), "pooling": CategoricalDistribution(["max", "avg"])}
+    assert fixed == ["data.batch_size=32"]

@@ -91,9 +91,11 @@ def distribution(override: Override) -> BaseDistribution | None:
 
 
 def search_space(overrides: Sequence[Override]) -> tuple[dict[str, BaseDistribution], list[str]]:
-    """The swept keys as Optuna distributions, and the fixed overrides."""
+    """The swept keys as Optuna distributions, and the fixed overrides; for a key given twice the
+    last one counts (the command line's over hydra.sweeper.params: `data.batch_size=32` fixes it)."""
     space, fixed = {}, []
-    for override in overrides:
+    last = {override.get_key_element(): override for override in overrides}
+    for override in last.values():
         dist = distribution(override)
         if dist is None:
             fixed.append(override.input_line)
