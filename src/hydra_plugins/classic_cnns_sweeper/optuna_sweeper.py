@@ -206,9 +206,9 @@ class OptunaSweeper(CheckedSweeper):
                     study.tell(trial, state=TrialState.FAIL)
                 raise
             returns = self.launcher.launch(batch, initial_job_idx=trials[0].number)
-            running = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-            for trial, result in zip(trials, returns):
-                entries.append(self._tell(study, trial, PRUNED_AFTER_EPOCH in running[trial.number].user_attrs, result))
+            pruned = {t.number for t in study.get_trials(deepcopy=False) if PRUNED_AFTER_EPOCH in t.user_attrs}
+            for trial, result in zip(trials, returns):  # told as the batch comes back
+                entries.append(self._tell(study, trial, trial.number in pruned, result))
             results.extend(returns)
 
         self._write_results(study, sweep_dir)
