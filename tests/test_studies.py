@@ -5,7 +5,6 @@ import json
 import re
 
 import pytest
-import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -57,6 +56,7 @@ def test_every_job_of_every_study_and_search_composes_validates_and_builds(group
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         jobs = _jobs(group, name)
+        parser = OverridesParser.create()
         assert len(jobs) >= 2
         for job in jobs:
             cfg = compose("train", overrides=job, return_hydra_config=True)
@@ -67,7 +67,7 @@ def test_every_job_of_every_study_and_search_composes_validates_and_builds(group
                 if key in choices:
                     assert choices[key] == value
                 else:
-                    assert OmegaConf.select(cfg, key) == yaml.safe_load(value)
+                    assert OmegaConf.select(cfg, key) == parser.parse_override(f"{key}={value}").value()  # as Hydra reads it
 
 
 @pytest.mark.parametrize("study", STUDIES)
