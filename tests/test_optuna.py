@@ -17,11 +17,20 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
 from classic_cnns.config import ConfigError
 from classic_cnns.search import open_storage
-from hydra_plugins.classic_cnns_sweeper.optuna_sweeper import OptunaSweeper, distribution, launcher_parallelism, search_space
+from hydra_plugins.classic_cnns_sweeper.optuna_sweeper import (
+    OptunaSweeper,
+    distribution,
+    launcher_parallelism,
+    search_space,
+)
 
 from .conftest import CONF_DIR, ROOT
 from .test_cli import FAST, run_cli

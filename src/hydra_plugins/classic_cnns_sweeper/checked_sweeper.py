@@ -40,7 +40,7 @@ def job_error(result: JobReturn) -> BaseException | None:
         return None
     try:
         with contextlib.redirect_stderr(io.StringIO()):
-            result.return_value
+            _ = result.return_value
     except BaseException as error:  # noqa: BLE001  (the job's own exception, whatever it was)
         return error
     raise AssertionError(f"job {result.overrides} has status {result.status} but no error")
