@@ -81,8 +81,9 @@ def load_classifier(path: str | Path, map_location: str = "cpu") -> ImageClassif
     config, info = hparams["config"], hparams["data_info"]
     cls, arguments = _allowed_call(config["model"], "config.model", NETWORKS)
     try:
+        no_download = {"pretrained": False} if "pretrained" in arguments else {}  # the checkpoint holds the weights
         net = cls(
-            **arguments, in_channels=info["channels"], num_classes=len(info["class_names"]), input_size=info["input_size"]
+            **(arguments | no_download), in_channels=info["channels"], num_classes=len(info["class_names"]), input_size=info["input_size"]
         )
         model = ImageClassifier(net=net, optimizer=None, config=config, data_info=info)
         model.load_state_dict(checkpoint["state_dict"])
