@@ -5,7 +5,7 @@ import sys
 import pytest
 from hydra.utils import instantiate
 
-from classic_cnns.models import AlexNet
+from classic_cnns.models import AlexNet, LayerChoices
 from classic_cnns.summary import summarize, to_markdown
 
 from .conftest import ROOT
@@ -41,7 +41,7 @@ def test_alexnet_summary_widths_and_total():
 
 
 def test_summary_of_strided_same_padding_shows_the_added_pixels():
-    rows = summarize(AlexNet(padding="same"), 3, (227, 227))
+    rows = summarize(AlexNet(layers=LayerChoices(norm="lrn", padding="same")), 3, (227, 227))
     assert rows[0].kind == "SamePad2d" and rows[0].geometry == (227, 11, 8, 4, 235)  # 4 * (57 - 1) + 11 - 227 = 8
     assert rows[1].geometry == (235, 11, 0, 4, 57)  # ceil(227 / 4) = 57
 

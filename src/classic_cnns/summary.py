@@ -13,11 +13,9 @@ import torch
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import nn
 
-from classic_cnns.models.layers import MinPool2d, SamePad2d, Subsampling2d
-from classic_cnns.models.lenet import ConnectionTableConv2d, RBFOutput
+from classic_cnns.models.layers import SamePad2d, Subsampling2d, stage
+from classic_cnns.models.lenet import RBFOutput
 
-POOLS = (nn.MaxPool2d, nn.AvgPool2d, MinPool2d, Subsampling2d)
-NORMS = (nn.BatchNorm2d, nn.LocalResponseNorm)
 HEADER = ("layer", "type", "output", "params", "fixed", "connections", "N", "F", "P", "S", "O")
 
 
@@ -52,7 +50,7 @@ def _single(value) -> int:
 
 
 def _geometry(module: nn.Module, n: int, out_width: int) -> tuple[int, int, int, int, int] | None:
-    if isinstance(module, (nn.Conv2d, ConnectionTableConv2d)) or isinstance(module, POOLS):
+    if stage(module) in ("conv", "pool"):
         f, s = _single(module.kernel_size), _single(getattr(module, "stride", 1))
         p = _single(getattr(module, "padding", 0))
         o = (n - f + 2 * p) // s + 1
@@ -67,11 +65,11 @@ def _geometry(module: nn.Module, n: int, out_width: int) -> tuple[int, int, int,
 def _connections(module: nn.Module, out_shape: Sequence[int], params: int) -> int:
     """Multiply-adds per image, counting a bias as one connection (the paper's convention)."""
     positions = out_shape[-1] * out_shape[-2] if len(out_shape) == 4 else 1
-    if isinstance(module, (nn.Conv2d, ConnectionTableConv2d)):
+    if stage(module) == "conv":
         return positions * params  # every output unit of a map uses all of its kernel and bias
     if isinstance(module, Subsampling2d):
         return positions * out_shape[1] * (module.kernel_size**2 + 1)
-    if isinstance(module, POOLS):
+    if stage(module) == "pool":
         return positions * out_shape[1] * _single(module.kernel_size) ** 2
     if isinstance(module, nn.Linear):
         return params
@@ -98,7 +96,7 @@ def summarize(net: nn.Module, in_channels: int, input_size: Sequence[int]) -> li
         fixed = sum(b.numel() for b in module.buffers() if b.is_floating_point()) if isinstance(module, RBFOutput) else 0
         geometry = _geometry(module, in_shape[-1], out_shape[-1]) if len(out_shape) == 4 else None
         connections = _connections(module, out_shape, params)
-        if not (params or fixed or connections or geometry or isinstance(module, NORMS)):
+        if not (params or fixed or connections or geometry or stage(module) == "norm"):
             continue
         rows.append(
             LayerRow(
