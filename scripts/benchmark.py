@@ -2,8 +2,8 @@
 
     python scripts/benchmark.py experiment=lenet5_fast benchmark.target=0.99 benchmark.name="LeNet-5, MNIST"
 
-Takes train.py's overrides. The ways (benchmark.ways): "seeds loop" (a plain PyTorch loop on a
-DataLoader of PIL images through torchvision transforms, as in the seeds), "resident loop" (the
+Takes train.py's overrides. The ways (benchmark.ways): "reference loop" (a plain PyTorch loop on a
+DataLoader of PIL images through torchvision transforms, as in the reference notebooks), "resident loop" (the
 same loop on the device-resident batches) and "lightning" (train.py's path, which writes its
 run dir as usual). Prints the table, writes results.json into the run dir, and replaces the
 section benchmark.name of benchmark.doc (with a bar chart beside it in docs/benchmarks/).

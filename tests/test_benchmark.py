@@ -10,7 +10,7 @@ import pytest
 import torch
 from torchvision.transforms.functional import to_pil_image
 
-from classic_cnns.benchmark import Result, seeds_transform, to_markdown, write_section
+from classic_cnns.benchmark import Result, reference_transform, to_markdown, write_section
 from classic_cnns.data import CIFAR10DataModule
 
 from .conftest import ROOT, write_cifar10
@@ -29,7 +29,7 @@ def test_benchmark_script_times_three_ways_and_writes_its_section(data_dir, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (tmp_path / "outputs" / "runs").glob("*/*")
     results = {r["way"]: r for r in json.loads((run / "results.json").read_text())}
-    assert list(results) == ["seeds loop", "resident loop", "lightning"]
+    assert list(results) == ["reference loop", "resident loop", "lightning"]
     for r in results.values():
         assert len(r["epoch_seconds"]) == len(r["val_acc"]) == 2 and r["images_per_epoch"] == 3 * 32
         assert r["images_per_second"] > 0 and 0 <= r["test_acc"] <= 1
@@ -52,21 +52,21 @@ def test_a_rerun_replaces_its_own_section_only(tmp_path):
 
 
 def test_table_reports_time_to_target_and_ratios():
-    slow = Result("seeds loop", epoch_seconds=[4.0, 2.0, 2.0], val_acc=[0.5, 0.8, 0.9], images_per_epoch=1000)
+    slow = Result("reference loop", epoch_seconds=[4.0, 2.0, 2.0], val_acc=[0.5, 0.8, 0.9], images_per_epoch=1000)
     fast = Result("resident loop", epoch_seconds=[1.0, 0.5, 0.5], val_acc=[0.6, 0.9, 0.95], images_per_epoch=1000)
     assert fast.time_to(0.9) == (2, 1.5) and slow.time_to(0.99) is None
     table = to_markdown([slow, fast], target=0.9)
-    assert "| seeds loop | 500 | 2.000 | 8.00 | 3, 8.00 |" in table and "| 0.25x |" in table
+    assert "| reference loop | 500 | 2.000 | 8.00 | 3, 8.00 |" in table and "| 0.25x |" in table
     assert "| resident loop | 2,000 | 0.500 | 2.00 | 2, 1.50 |" in table and math.isnan(fast.peak_memory_mib)
 
 
-def test_seeds_pipeline_does_per_image_what_the_batched_transform_does(tmp_path):
+def test_reference_pipeline_does_per_image_what_the_batched_transform_does(tmp_path):
     write_cifar10(tmp_path, per_batch=10, n_test=10)
     dm = CIFAR10DataModule(tmp_path, val_size=5, crop_padding=0, horizontal_flip=False, image_size=40)
     dm.setup("test")
     images = dm.splits["test"].images[:4]
     batched = dm.transform(images)
-    per_image = [seeds_transform(dm)(to_pil_image(image)) for image in images]
+    per_image = [reference_transform(dm)(to_pil_image(image)) for image in images]
     assert batched.shape == (4, 3, 40, 40) and per_image[0].shape == (3, 40, 40)
     # PIL resizes the uint8 image, the batched path the normalized float one: close, not equal
     assert (batched - torch.stack(per_image)).abs().mean() < 0.05

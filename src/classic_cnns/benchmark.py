@@ -1,6 +1,6 @@
 """The same model, optimizer, schedule and epochs timed three ways (scripts/benchmark.py):
 
-- "seeds loop": a plain PyTorch loop fed the way the seeds feed it: a DataLoader over one
+- "reference loop": a plain PyTorch loop fed the way the reference notebooks feed it: a DataLoader over one
   PIL image at a time through torchvision transforms (the same augmentation as the config);
 - "resident loop": the same plain loop on the data module's device-resident batches, with its
   batched transforms;
@@ -36,7 +36,7 @@ from torchvision.transforms.functional import to_pil_image
 from classic_cnns import ClassicCNNsError
 from classic_cnns.data import ImageDataModule
 
-WAYS = ("seeds loop", "resident loop", "lightning")
+WAYS = ("reference loop", "resident loop", "lightning")
 
 
 @dataclass
@@ -87,7 +87,7 @@ def _autocast(cfg: DictConfig, device: torch.device):
 
 
 class PILImages(Dataset):
-    """One image at a time, as a PIL image through torchvision transforms (the seeds' pipeline)."""
+    """One image at a time, as a PIL image through torchvision transforms (the reference notebooks' pipeline)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable) -> None:
         self.images, self.labels, self.transform = images, labels, transform
@@ -99,7 +99,7 @@ class PILImages(Dataset):
         return self.transform(to_pil_image(self.images[index])), int(self.labels[index])
 
 
-def seeds_transform(datamodule: ImageDataModule) -> T.Compose:
+def reference_transform(datamodule: ImageDataModule) -> T.Compose:
     """torchvision transforms doing what `datamodule.transform(train=True)` does, per image."""
     steps: list[Callable] = []
     if datamodule.pad_to:
@@ -155,7 +155,7 @@ def plain_loop(cfg: DictConfig, datamodule: ImageDataModule, resident: bool, epo
     else:
         train = datamodule.splits["train"]
         batches = DataLoader(
-            PILImages(train.images, train.labels, seeds_transform(datamodule)),
+            PILImages(train.images, train.labels, reference_transform(datamodule)),
             batch_size=datamodule.batch_size,
             shuffle=True,
             num_workers=workers,

@@ -1,4 +1,4 @@
-"""A per-layer table of a network, in the terms the seeds use.
+"""A per-layer table of a network, in the terms the reference notebooks use.
 
 Lightning's ModelSummary provides the layers, their input/output shapes and parameter counts;
 this module adds what it lacks: the paper's "connections" (multiply-adds, bias included) and,
