@@ -34,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from classic_cnns import ClassicCNNsError
+from classic_cnns.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ def start(cfg: DictConfig) -> tuple[int, dict[str, Any]]:
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise ClassicCNNsError(f"ckpt_path={ckpt_path} does not exist: nothing to resume from (this run would start over)")
+    if ckpt_path:
+        read_checkpoint(ckpt_path)  # untrusted: refused here if it asks for more than plain values
     seed = _choose_seed(cfg)
     L.seed_everything(seed, workers=True)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)

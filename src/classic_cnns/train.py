@@ -7,8 +7,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from classic_cnns import job
 from classic_cnns.classifier import ImageClassifier
-from classic_cnns.config import validate
+from classic_cnns.config import build_network, validate
 from classic_cnns.data import ImageDataModule
+from classic_cnns.models.layers import lrn_divisor_spread
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -16,10 +17,8 @@ def train(cfg: DictConfig) -> float | None:
     write metrics.json; return `cfg.optimized_metric`."""
     validate(cfg)
     seed, config = job.start(cfg)
-    datamodule: ImageDataModule = instantiate(cfg.data)
-    net = instantiate(
-        cfg.model, in_channels=datamodule.channels, num_classes=datamodule.num_classes, input_size=datamodule.input_size
-    )
+    datamodule: ImageDataModule = instantiate(cfg.data, seed=seed)
+    net = build_network(cfg, datamodule)
     model = ImageClassifier(
         net=net,
         optimizer=instantiate(cfg.optimizer),
@@ -30,17 +29,18 @@ def train(cfg: DictConfig) -> float | None:
         channels_last=cfg.channels_last,
         compile=cfg.compile,
         compile_options=OmegaConf.to_container(cfg.compile_options),
+        seed=seed,
     )
     loggers, callbacks = job.instantiate_all(cfg.get("logger")), job.instantiate_all(cfg.get("callbacks"))
     with job.trainer(cfg, logger=loggers or False, callbacks=callbacks) as trainer:
         start = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         fit_seconds = time.perf_counter() - start
         # Both splits are scored once more on the checkpoint that is kept (best by val/acc).
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         val_metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        (test_metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        (test_metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
     metrics = {k: float(v) for k, v in (val_metrics | test_metrics).items()} | {
         "fit_seconds": fit_seconds,
         "epochs": trainer.current_epoch,
@@ -48,5 +48,7 @@ def train(cfg: DictConfig) -> float | None:
         "seed": seed,
         "best_checkpoint": best,
     }
+    # Was LRN active? Its divisor's spread on 64 validation images, with the kept weights.
+    metrics |= lrn_divisor_spread(model, datamodule.transform(datamodule.splits["val"].images[:64].to(model.device)))
     job.finish(trainer, config, metrics)
     return metrics.get(cfg.optimized_metric)
