@@ -1,16 +1,14 @@
 """A per-layer table of a network, in the terms the reference notebooks use.
 
-Lightning's ModelSummary provides the layers, their input/output shapes and parameter counts;
-this module adds what it lacks: the paper's "connections" (multiply-adds, bias included) and,
-for convolutions and pools, N, F, P, S and O = (N - F + 2P) / S + 1 next to the measured size.
+One forward pass with forward hooks gives each layer's input and output shape; next to the
+parameter count this adds the paper's "connections" (multiply-adds, bias included) and, for
+convolutions and pools, N, F, P, S and O = (N - F + 2P) / S + 1 checked against the measured size.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import lightning as L
 import torch
-from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import nn
 
 from classic_cnns.models.layers import SamePad2d, Subsampling2d, stage
@@ -34,15 +32,6 @@ class LayerRow:
         output = "x".join(str(d) for d in self.output)
         numbers = (f"{self.params:,}", f"{self.fixed:,}" if self.fixed else "", f"{self.connections:,}")
         return [self.name, self.kind, output, *numbers, *geometry]
-
-
-class _Wrapper(L.LightningModule):
-    def __init__(self, net: nn.Module, example: torch.Tensor) -> None:
-        super().__init__()
-        self.net, self.example_input_array = net, example
-
-    def forward(self, x):
-        return self.net(x)
 
 
 def _single(value) -> int:
@@ -78,31 +67,43 @@ def _connections(module: nn.Module, out_shape: Sequence[int], params: int) -> in
     return 0
 
 
+def _shapes(net: nn.Module, example: torch.Tensor) -> dict[nn.Module, tuple[torch.Size, torch.Size]]:
+    """Input and output shape of every layer (module without children) that `net(example)` calls."""
+    shapes = {}
+
+    def record(module, inputs, output) -> None:
+        shapes[module] = (inputs[0].shape, output.shape)
+
+    hooks = [module.register_forward_hook(record) for module in net.modules() if not list(module.children())]
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(example)
+    finally:
+        net.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return shapes
+
+
 def summarize(net: nn.Module, in_channels: int, input_size: Sequence[int]) -> list[LayerRow]:
     """One row per layer of `net` for one image of `input_size`: the layers with weights,
     connections or a geometry, and normalizations; activations, dropout and flatten are left out."""
-    was_training = net.training
     device = next(net.parameters()).device  # the net may already sit on a GPU (TensorBoard views)
-    wrapper = _Wrapper(net.eval(), torch.zeros(1, in_channels, *input_size, device=device)).to(device)
-    summary = ModelSummary(wrapper, max_depth=-1)
-    net.train(was_training)
+    shapes = _shapes(net, torch.zeros(1, in_channels, *input_size, device=device))
     rows = []
-    for name, layer in summary._layer_summary.items():
-        module = layer._module
-        if list(module.children()):
+    for name, module in net.named_modules():
+        if module not in shapes:
             continue
-        out_shape, in_shape = layer.out_size, layer.in_size
-        params = layer.num_parameters
+        in_shape, out_shape = shapes[module]
+        params = sum(p.numel() for p in module.parameters())
         fixed = sum(b.numel() for b in module.buffers() if b.is_floating_point()) if isinstance(module, RBFOutput) else 0
         geometry = _geometry(module, in_shape[-1], out_shape[-1]) if len(out_shape) == 4 else None
         connections = _connections(module, out_shape, params)
         if not (params or fixed or connections or geometry or stage(module) == "norm"):
             continue
         rows.append(
-            LayerRow(
-                name.removeprefix("net."), type(module).__name__, tuple(out_shape[1:]), params, fixed,
-                connections, geometry,
-            )  # fmt: skip
+            LayerRow(name, type(module).__name__, tuple(out_shape[1:]), params, fixed, connections, geometry)
         )
     return rows
 
