@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from classic_cnns.models.layers import SamePad2d, Subsampling2d, stage
+from classic_cnns.models.layers import SamePad2d, Subsampling2d, forward_with_hooks, stage
 from classic_cnns.models.lenet import RBFOutput
 
 HEADER = ("layer", "type", "output", "params", "fixed", "connections", "N", "F", "P", "S", "O")
@@ -74,15 +74,7 @@ def _shapes(net: nn.Module, example: torch.Tensor) -> dict[nn.Module, tuple[torc
     def record(module, inputs, output) -> None:
         shapes[module] = (inputs[0].shape, output.shape)
 
-    hooks = [module.register_forward_hook(record) for module in net.modules() if not list(module.children())]
-    was_training = net.training
-    try:
-        with torch.no_grad():
-            net.eval()(example)
-    finally:
-        net.train(was_training)
-        for hook in hooks:
-            hook.remove()
+    forward_with_hooks(net, example, {module: record for module in net.modules() if not list(module.children())})
     return shapes
 
 

@@ -62,6 +62,21 @@ class LocalResponseNorm(nn.Module):
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
 
+def forward_with_hooks(net: nn.Module, x: torch.Tensor, hooks: dict[nn.Module, Callable]) -> None:
+    """One forward pass of `net` on `x` in eval mode without gradients, each module of `hooks`
+    calling its hook(module, inputs, output); afterwards the hooks are removed and the training
+    mode restored: a measurement that leaves the network as it was."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks.items()]
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(x)
+    finally:
+        net.train(was_training)
+        for handle in handles:
+            handle.remove()
+
+
 def lrn_divisor_spread(net: nn.Module, images: torch.Tensor) -> dict[str, float]:
     """How much each LRN layer's divisor varies on `images`: the median and the maximum of
     divisor / k^beta, per layer in network order (lrn1, lrn2, ...). Both near 1.0 mean that
@@ -74,15 +89,7 @@ def lrn_divisor_spread(net: nn.Module, images: torch.Tensor) -> dict[str, float]
     def record(index: int):
         return lambda layer, inputs, output: ratios.__setitem__(index, layer.divisor(inputs[0]) / layer.k**layer.beta)
 
-    hooks = [layer.register_forward_hook(record(index)) for index, layer in enumerate(layers, 1)]
-    was_training = net.training
-    try:
-        with torch.no_grad():
-            net.eval()(images)
-    finally:
-        net.train(was_training)
-        for hook in hooks:
-            hook.remove()
+    forward_with_hooks(net, images, {layer: record(index) for index, layer in enumerate(layers, 1)})
     spread = {}
     for index, ratio in sorted(ratios.items()):
         spread |= {f"lrn{index}/divisor_median": ratio.median().item(), f"lrn{index}/divisor_max": ratio.max().item()}
