@@ -274,8 +274,11 @@ class ImageDataModule(L.LightningDataModule):
         if stage in (None, "test") and "test" not in self.splits:
             self.splits["test"] = TensorBatches(*self.load(train=False))
 
+    def batch_size_of(self, split: str) -> int:
+        """The one batch-size rule: `batch_size` for training, `eval_batch_size` for validation and test."""
+        return self.batch_size if split == "train" else self.eval_batch_size
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader | DeviceBatches:
-        batch_size = self.batch_size if shuffle else self.eval_batch_size
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         strategy = self.trainer.strategy if self.trainer is not None else None
         rank, world_size = (strategy.global_rank, strategy.world_size) if strategy else (0, 1)
@@ -284,14 +287,13 @@ class ImageDataModule(L.LightningDataModule):
                 split,
                 device,
                 shuffle=shuffle,
-                batch_size=batch_size,
                 rank=rank,
                 world_size=world_size,
                 epoch=(lambda: self.trainer.current_epoch) if self.trainer is not None else None,
             )
         return DataLoader(
             self.splits[split],
-            batch_size=batch_size,
+            batch_size=self.batch_size_of(split),
             sampler=EpochOrderSampler(self.splits[split], self.seed, rank, world_size) if shuffle else None,
             collate_fn=_whole_batch,
             num_workers=self.num_workers,
@@ -314,7 +316,6 @@ class ImageDataModule(L.LightningDataModule):
         split: str,
         device: torch.device | str,
         shuffle: bool,
-        batch_size: int | None = None,
         rank: int = 0,
         world_size: int = 1,
         epoch: Callable[[], int] | None = None,
@@ -326,7 +327,7 @@ class ImageDataModule(L.LightningDataModule):
             self._on_device[split, device] = (data.images.to(device), data.labels.to(device))
         return DeviceBatches(
             *self._on_device[split, device],
-            batch_size=batch_size or (self.batch_size if shuffle else self.eval_batch_size),
+            batch_size=self.batch_size_of(split),
             shuffle=shuffle,
             seed=self.seed,
             rank=rank,
