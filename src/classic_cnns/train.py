@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from classic_cnns import ClassicCNNsError
+from classic_cnns.checkpoint_io import AtomicCheckpointIO
 from classic_cnns.config import validate
 from classic_cnns.data import ImageDataModule
 from classic_cnns.gpus import gpu_for_job
@@ -75,7 +76,9 @@ def train(cfg: DictConfig) -> float | None:
     callbacks = _instantiate_all(cfg.get("callbacks"))
     with ExitStack() as job:
         gpu = job.enter_context(gpu_for_job(cfg))  # one GPU per job in a parallel multirun
-        trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, **gpu)
+        trainer: L.Trainer = instantiate(
+            cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()], **gpu
+        )
         job.enter_context(_ddp_ranks_run_this_job(trainer))
         start = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)

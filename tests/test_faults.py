@@ -1,0 +1,128 @@
+"""Faults of issue 15 (docs/reliability.md rows 31-): killed and failed checkpoint writes,
+last.ckpt, divergence, data checked before training, resume checks, config errors."""
+
+import errno
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from classic_cnns.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from classic_cnns.train import train
+
+from .test_reliability import metrics_of
+
+
+# --- atomic checkpoints ---------------------------------------------------------------------
+@pytest.fixture
+def other_filesystem(tmp_path, monkeypatch):
+    """A directory on another filesystem than $TMPDIR's: /dev/shm or a tmpfs mounted here
+    (root); failing both, renames across directories fail with EXDEV as across filesystems."""
+    tmpdir = tmp_path / "tmpdir"  # the writers' $TMPDIR, checked for orphans afterwards
+    tmpdir.mkdir()
+    candidates = [Path("/dev/shm")] if Path("/dev/shm").is_dir() else []
+    for base in candidates:
+        if os.access(base, os.W_OK) and base.stat().st_dev != tmpdir.stat().st_dev:
+            directory = Path(tempfile.mkdtemp(dir=base))
+            yield directory, tmpdir
+            subprocess.run(["rm", "-rf", str(directory)], check=False)
+            return
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True).returncode == 0:
+        yield mount, tmpdir
+        subprocess.run(["umount", str(mount)], check=False)
+        return
+    rename = os.rename
+
+    def cross_device_rename(source, target, *args, **kwargs):
+        if Path(source).resolve().parent != Path(target).resolve().parent:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return rename(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", cross_device_rename)
+    yield mount, tmpdir
+
+
+def _kill_mid_write(checkpoint_io, path: Path, tmpdir: Path, delay: float) -> None:
+    """Fork a writer that saves checkpoints at `path` in a loop; SIGKILL it `delay` s after a
+    write is seen under way (a file in $TMPDIR or a second file next to `path`)."""
+    pid = os.fork()
+    if pid == 0:  # the writer
+        try:
+            tempfile.tempdir = str(tmpdir)
+            weights = torch.arange(1_000_000, dtype=torch.float32)
+            for version in range(1, 10**6):
+                checkpoint_io.save_checkpoint({"state_dict": {"w": weights}, "version": version}, path)
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        beside = [p for p in path.parent.iterdir() if p.name != path.name] if path.parent.exists() else []
+        if beside or any(tmpdir.iterdir()):
+            break
+        time.sleep(0.0005)
+    time.sleep(delay)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def test_killed_checkpoint_writes_leave_the_old_or_new_file_and_no_orphans(other_filesystem):
+    directory, tmpdir = other_filesystem
+    checkpoint_io, last = AtomicCheckpointIO(), directory / "checkpoints" / "last.ckpt"
+    for delay in (0.0, 0.005, 0.01, 0.02, 0.04):
+        _kill_mid_write(checkpoint_io, last, tmpdir, delay)
+        assert not list(tmpdir.iterdir())  # nothing staged in $TMPDIR
+        if last.exists():  # never a truncated or empty file
+            assert torch.load(last, weights_only=True)["version"] >= 1
+    checkpoint_io.save_checkpoint({"version": 0}, last)  # the next save clears the dead writers' files
+    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]
+    assert torch.load(last, weights_only=True) == {"version": 0}
+
+
+def test_a_full_disk_mid_run_is_one_clear_error_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    checkpoint_io, last = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint_io.save_checkpoint({"epoch": 0}, last)
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)  # where a full disk shows on NFS and delayed allocation
+    with pytest.raises(CheckpointWriteError, match=r"disk is full: .*last.ckpt.*previous version of it is kept.*Free"):
+        checkpoint_io.save_checkpoint({"epoch": 1, "w": torch.zeros(10_000)}, last)
+    monkeypatch.undo()
+    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]  # no partial file, no 0-byte file
+    assert torch.load(last, weights_only=True) == {"epoch": 0}
+
+
+# --- last.ckpt --------------------------------------------------------------------------------
+class LastCheckpointEpochs(L.Callback):
+    """Records after every epoch (when the next starts, and when fit ends) which epoch last.ckpt holds."""
+
+    seen: list[tuple[int, int, str]] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch > 0:
+            self._record(trainer, trainer.current_epoch - 1)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._record(trainer, trainer.current_epoch - 1)
+
+    def _record(self, trainer, finished_epoch: int) -> None:
+        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        held = torch.load(last, weights_only=True)["epoch"]
+        self.seen.append((finished_epoch, held, type(trainer.strategy.checkpoint_io).__name__))
+
+
+def test_last_ckpt_holds_every_epoch_even_when_val_acc_does_not_improve(make_cfg, tmp_path):
+    LastCheckpointEpochs.seen = []
+    # a learning rate this small leaves val/acc the same in every epoch: only epoch 0 is "best"
+    train(make_cfg("trainer.max_epochs=3", "optimizer.lr=1e-12", "+callbacks.record._target_=tests.test_faults.LastCheckpointEpochs"))
+    assert LastCheckpointEpochs.seen == [(epoch, epoch, "AtomicCheckpointIO") for epoch in range(3)]
+    assert metrics_of(tmp_path / "run")["best_checkpoint"].endswith("epoch_000.ckpt")
