@@ -13,6 +13,7 @@ import lightning as L
 import pytest
 import torch
 
+from classic_cnns.callbacks import TrainingDivergedError
 from classic_cnns.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from classic_cnns.train import train
 
@@ -126,3 +127,29 @@ def test_last_ckpt_holds_every_epoch_even_when_val_acc_does_not_improve(make_cfg
     train(make_cfg("trainer.max_epochs=3", "optimizer.lr=1e-12", "+callbacks.record._target_=tests.test_faults.LastCheckpointEpochs"))
     assert LastCheckpointEpochs.seen == [(epoch, epoch, "AtomicCheckpointIO") for epoch in range(3)]
     assert metrics_of(tmp_path / "run")["best_checkpoint"].endswith("epoch_000.ckpt")
+
+
+# --- divergence -------------------------------------------------------------------------------
+class PoisonWeightsAtStep(L.Callback):
+    """Simulates divergence inside the first, short epoch: the weights become NaN before step `step`."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                for parameter in pl_module.parameters():
+                    parameter.fill_(float("nan"))
+
+
+POISON = ["trainer.detect_anomaly=false", "+callbacks.poison._target_=tests.test_faults.PoisonWeightsAtStep", "+callbacks.poison.step=1"]
+
+
+@pytest.mark.parametrize("callbacks", ["default", "none"])
+def test_a_run_diverged_within_its_first_epoch_saves_no_checkpoint_and_no_nan_metrics(make_cfg, tmp_path, callbacks):
+    with pytest.raises(TrainingDivergedError, match="diverged.*Lower optimizer.lr"):
+        train(make_cfg(f"callbacks={callbacks}", *POISON))  # 3 steps: never a 50th step
+    run = tmp_path / "run"
+    assert not (run / "metrics.json").exists()
+    assert not list(run.glob("checkpoints/*"))

@@ -101,12 +101,11 @@ class CrashAtEpoch(L.Callback):
 def test_nan_loss_stops_with_advice_and_keeps_the_best_checkpoint(make_cfg, tmp_path):
     cfg = make_cfg(
         "trainer.max_epochs=2",
-        "callbacks.divergence_guard.check_every_n_steps=1",
         "trainer.detect_anomaly=false",
         "+callbacks.poison._target_=tests.test_reliability.PoisonWeightsAtEpoch",
         "+callbacks.poison.epoch=1",
     )
-    with pytest.raises(TrainingDivergedError, match="loss became nan.*Lower optimizer.lr"):
+    with pytest.raises(TrainingDivergedError, match="diverged in epoch 1.*Lower optimizer.lr"):
         train(cfg)
     checkpoints = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]

@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from classic_cnns import ClassicCNNsError
+from classic_cnns.callbacks import require_finite
 from classic_cnns.checkpoint_io import AtomicCheckpointIO
 from classic_cnns.config import validate
 from classic_cnns.data import ImageDataModule
@@ -98,6 +99,7 @@ def train(cfg: DictConfig) -> float | None:
         "seed": seed,
         "best_checkpoint": best_path,
     }
+    require_finite(metrics)
     if trainer.is_global_zero:
         _log_hyperparams(loggers, resolved, seed, metrics)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
