@@ -13,10 +13,12 @@ import lightning as L
 import pytest
 import torch
 
+from classic_cnns import ClassicCNNsError
 from classic_cnns.callbacks import TrainingDivergedError
 from classic_cnns.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from classic_cnns.train import train
 
+from .conftest import write_mnist
 from .test_reliability import metrics_of
 
 
@@ -153,3 +155,13 @@ def test_a_run_diverged_within_its_first_epoch_saves_no_checkpoint_and_no_nan_me
     run = tmp_path / "run"
     assert not (run / "metrics.json").exists()
     assert not list(run.glob("checkpoints/*"))
+
+
+# --- data checked before training -------------------------------------------------------------
+@pytest.mark.parametrize("content", [b"", b"\x00\x00\x08\x01\x00\x00\x00\x64" + bytes(10)], ids=["empty", "truncated"])
+def test_a_bad_test_split_file_is_found_before_the_first_training_step(make_cfg, tmp_path, content):
+    write_mnist(tmp_path / "data")
+    (tmp_path / "data" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").write_bytes(content)
+    with pytest.raises(ClassicCNNsError, match="t10k-labels-idx1-ubyte (is not an IDX file|holds 10 bytes)"):
+        train(make_cfg(f"paths.data_dir={tmp_path / 'data'}"))
+    assert not (tmp_path / "run" / "checkpoints").exists()  # not a single epoch was trained

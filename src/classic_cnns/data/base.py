@@ -227,6 +227,8 @@ class ImageDataModule(L.LightningDataModule):
 
     # --- splits --------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
+        """Read the splits `stage` needs; fitting reads the test split too, so that a corrupt
+        test file is found before the first training step, not after the whole fit."""
         if stage in (None, "fit", "validate") and "train" not in self.splits:
             images, labels = self.load(train=True)
             if not 0 < self.val_size < len(labels):
@@ -238,7 +240,7 @@ class ImageDataModule(L.LightningDataModule):
             val, train = order[: self.val_size], order[self.val_size :]
             self.splits["train"] = TensorBatches(images[train], labels[train])
             self.splits["val"] = TensorBatches(images[val], labels[val])
-        if stage in (None, "test") and "test" not in self.splits:
+        if "test" not in self.splits:
             self.splits["test"] = TensorBatches(*self.load(train=False))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader | DeviceBatches:
