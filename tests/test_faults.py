@@ -12,13 +12,17 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
 
 from classic_cnns import ClassicCNNsError
 from classic_cnns.callbacks import TrainingDivergedError
 from classic_cnns.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from classic_cnns.config import ConfigError, validate
 from classic_cnns.train import train
 
-from .conftest import write_mnist
+from .conftest import CONF_DIR, write_mnist
 from .test_reliability import metrics_of
 
 
@@ -165,3 +169,42 @@ def test_a_bad_test_split_file_is_found_before_the_first_training_step(make_cfg,
     with pytest.raises(ClassicCNNsError, match="t10k-labels-idx1-ubyte (is not an IDX file|holds 10 bytes)"):
         train(make_cfg(f"paths.data_dir={tmp_path / 'data'}"))
     assert not (tmp_path / "run" / "checkpoints").exists()  # not a single epoch was trained
+
+
+# --- config errors: one line naming key, value and fix, before anything runs ------------------
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["+optimizer.lrr=0.1"], "optimizer.lrr=0.1 is not an argument of torch.optim.SGD: use one of lr, momentum"),
+        (["+scheduler.pct_startt=0.3"], "scheduler.pct_startt=0.3 is not an argument of torch.optim.lr_scheduler.OneCycleLR"),
+        (["data=cifar10", "data.std=[0.2,0.2]"], r"data.std=\[0.2, 0.2\] has 2 values: CIFAR-10 images have 3 channels"),
+        (["data.val_size=60000"], "data.val_size=60000 is not allowed: MNIST has 60000 training images, use at most 59999"),
+    ],
+)
+def test_config_errors_are_one_line_before_training(make_cfg, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        train(make_cfg(*overrides))
+    assert "\n" not in str(error.value) and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("topk", ["-1", "abc"])
+def test_predict_topk_is_checked(topk):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("predict", overrides=["ckpt_path=x", "inputs=y", f"topk={topk}"])
+    with pytest.raises(ConfigError, match=f"topk={topk if topk == '-1' else repr(topk)} is not allowed: use an integer >= 1"):
+        validate(cfg)
+
+
+def test_an_unwritable_run_dir_is_one_line_before_hydra_makes_it(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra.run.dir={tmp_path}/a_file/run"], return_hydra_config=True)
+    (callback,) = [instantiate(c) for c in cfg.hydra.callbacks.values()]  # what Hydra calls before making the dir
+    with pytest.raises(SystemExit) as exit:
+        callback.on_run_start(config=cfg)
+    assert str(exit.value.code) == (
+        f"error: cannot write to the output directory {tmp_path}/a_file/run (Not a directory); "
+        "run from a writable directory or set hydra.run.dir=... (hydra.sweep.dir=... for -m)"
+    )

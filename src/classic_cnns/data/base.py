@@ -116,6 +116,7 @@ class ImageDataModule(L.LightningDataModule):
     class_names: Sequence[str]
     files: Sequence[str]  # relative to `folder`, what must exist to load without a download
     files_hint: str = ""
+    train_size: int  # of the official set; a copy may hold fewer (checked when it is read)
 
     def __init__(
         self,

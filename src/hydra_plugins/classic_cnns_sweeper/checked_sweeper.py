@@ -28,8 +28,9 @@ class CheckedSweeper(BasicSweeper):
             cfg = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
             try:
                 validate(cfg)
-            except ConfigError as error:
-                raise ConfigError(f"job {' '.join(overrides)}: {error}") from None
+            except ConfigError as error:  # one line, no traceback, exit 1
+                log.error("job %s: %s", " ".join(overrides), error)
+                raise SystemExit(1) from None
 
     def sweep(self, arguments: list[str]) -> Any:
         self.launcher_returns = []
