@@ -15,11 +15,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from classic_cnns import ClassicCNNsError
 from classic_cnns.callbacks import TrainingDivergedError
 from classic_cnns.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from classic_cnns.config import ConfigError, validate
+from classic_cnns.resume import ResumeError, check_resume
 from classic_cnns.train import train
 
 from .conftest import CONF_DIR, write_mnist
@@ -208,3 +210,46 @@ def test_an_unwritable_run_dir_is_one_line_before_hydra_makes_it(tmp_path):
         f"error: cannot write to the output directory {tmp_path}/a_file/run (Not a directory); "
         "run from a writable directory or set hydra.run.dir=... (hydra.sweep.dir=... for -m)"
     )
+
+
+# --- resume -------------------------------------------------------------------------------------
+class SlowFirstSegmentThenKilled(L.Callback):
+    """While `armed`: epoch 0 takes 0.6 s longer and the run is killed when epoch 1 starts."""
+
+    armed = False
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.armed:
+            time.sleep(0.6)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.armed and trainer.current_epoch == 1:
+            SlowFirstSegmentThenKilled.armed = False
+            raise KeyboardInterrupt
+
+
+def test_resume_refuses_other_settings_in_one_line_and_continues_the_run(make_cfg, tmp_path):
+    # one-cycle schedule (the default) over 2 epochs; the resume repeats the overrides, as documented
+    common = ["trainer.max_epochs=2", "+callbacks.kill._target_=tests.test_faults.SlowFirstSegmentThenKilled"]
+    SlowFirstSegmentThenKilled.armed = True
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        train(make_cfg(*common))
+    run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    config_yaml = (run / "config.yaml").read_text()
+
+    with pytest.raises(ResumeError, match=r"another model, data or optimizer: activation.name: relu -> tanh, .*"
+                       r"model.pooling: max -> avg, .*pooling.name: max -> avg\. .*allow_resume_changes=true"):  # fmt: skip
+        train(make_cfg(*common, "pooling=avg", "activation=tanh", f"ckpt_path={last}"))
+    with pytest.raises(ResumeError, match=r"trainer.max_epochs: 2 -> 5, but the learning-rate schedule's length was fixed"):
+        train(make_cfg(*common, "trainer.max_epochs=5", f"ckpt_path={last}"))
+    with pytest.raises(ResumeError, match=r"not a checkpoint written by classic-cnns' train"):
+        (tmp_path / "garbage.ckpt").write_bytes(b"garbage")
+        train(make_cfg(*common, f"ckpt_path={tmp_path / 'garbage.ckpt'}"))
+    assert (run / "config.yaml").read_text() == config_yaml  # a refused resume changes nothing
+    changed = OmegaConf.to_container(make_cfg(*common, "pooling=avg"), resolve=True)
+    check_resume(changed, last, allow_changes=True)  # the explicit override lets it through
+
+    first_segment = torch.load(last, weights_only=True)["callbacks"]["FitClock"]["fit_seconds"]
+    train(make_cfg(*common, f"ckpt_path={last}"))
+    assert metrics_of(run)["fit_seconds"] > first_segment >= 0.6  # both segments count
+    assert len(list((run / "tensorboard").iterdir())) == 1  # the resumed run continues its curves

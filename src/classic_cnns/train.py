@@ -6,7 +6,6 @@ import os
 import random
 import shutil
 import sys
-import time
 import warnings
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -28,6 +27,7 @@ from classic_cnns.config import validate
 from classic_cnns.data import ImageDataModule
 from classic_cnns.gpus import gpu_for_job
 from classic_cnns.module import ImageClassifier
+from classic_cnns.resume import FitClock, check_resume
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,12 @@ def train(cfg: DictConfig) -> float | None:
     validate(cfg)
     output_dir = _writable_output_dir(Path(cfg.paths.output_dir))
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path and not Path(ckpt_path).is_file():
-        raise ClassicCNNsError(f"ckpt_path={ckpt_path} does not exist: nothing to resume from (this run would start over)")
     seed = _seed(cfg)
     L.seed_everything(seed, workers=True)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     resolved = OmegaConf.to_container(cfg, resolve=True) | {"seed": seed}  # the seed actually used
+    if ckpt_path:
+        check_resume(resolved, ckpt_path, allow_changes=cfg.allow_resume_changes)
     if rank_zero_only.rank == 0:
         OmegaConf.save(resolved, output_dir / "config.yaml")
 
@@ -74,16 +74,17 @@ def train(cfg: DictConfig) -> float | None:
         compile_options=OmegaConf.to_container(cfg.compile_options),
     )
     loggers = _instantiate_all(cfg.get("logger"))
-    callbacks = _instantiate_all(cfg.get("callbacks"))
+    fit_clock = FitClock()  # fit_seconds over all segments of a resumed run
+    callbacks = [*_instantiate_all(cfg.get("callbacks")), fit_clock]
     with ExitStack() as job:
         gpu = job.enter_context(gpu_for_job(cfg))  # one GPU per job in a parallel multirun
         trainer: L.Trainer = instantiate(
             cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()], **gpu
         )
         job.enter_context(_ddp_ranks_run_this_job(trainer))
-        start = time.perf_counter()
+        fit_clock.start()
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        fit_seconds = time.perf_counter() - start
+        fit_seconds = fit_clock.seconds  # before validate/test restore the best checkpoint's clock
 
         # Both splits are scored once more on the checkpoint that is kept (best by val/acc).
         best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
