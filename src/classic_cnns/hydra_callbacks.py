@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from classic_cnns.cli import exit_on_user_error
 from classic_cnns.config import validate
+from classic_cnns.job import _writable_output_dir
 
 
 class CheckBeforeStart(Callback):
@@ -19,14 +20,9 @@ class CheckBeforeStart(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
             validate(config)
-            _check_writable(config.hydra.run.dir)
+            _writable_output_dir(Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
-            _check_writable(config.hydra.sweep.dir)
+            _writable_output_dir(Path(config.hydra.sweep.dir))
 
-
-def _check_writable(directory: str) -> None:
-    from classic_cnns.train import _writable_output_dir
-
-    _writable_output_dir(Path(directory))

@@ -1,11 +1,9 @@
 """Resuming a run (`ckpt_path=`): what must match the checkpoint, and what carries over."""
 
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 
 from classic_cnns import ClassicCNNsError
 
@@ -21,19 +19,10 @@ class ResumeError(ClassicCNNsError):
     pass
 
 
-def check_resume(config: dict[str, Any], ckpt_path: str | Path, allow_changes: bool = False) -> None:
-    """Compare the resolved `config` of a run resuming from `ckpt_path` with the checkpoint's."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise ResumeError(f"ckpt_path={ckpt_path} does not exist: nothing to resume from (this run would start over)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # tensors are not read
-        trained = checkpoint["hyper_parameters"]["config"]
-    except Exception as error:
-        raise ResumeError(
-            f"ckpt_path={ckpt_path} is not a checkpoint written by classic-cnns' train ({type(error).__name__}: "
-            f"{str(error).strip().splitlines()[0] if str(error).strip() else ''})"
-        ) from None
+def check_resume(config: dict[str, Any], checkpoint: dict[str, Any], ckpt_path: str, allow_changes: bool = False) -> None:
+    """Compare the resolved `config` of a run resuming from `checkpoint` (read from `ckpt_path`
+    by checkpoint.read_checkpoint) with the config it was trained with."""
+    trained = checkpoint["hyper_parameters"]["config"]
     if not allow_changes:
         changed = _differences(trained, config, SAME_AS_CHECKPOINT, skip=FREE_TO_CHANGE)
         if changed:

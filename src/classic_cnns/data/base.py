@@ -117,6 +117,7 @@ class ImageDataModule(L.LightningDataModule):
     files: Sequence[str]  # relative to `folder`, what must exist to load without a download
     files_hint: str = ""
     train_size: int  # of the official set; a copy may hold fewer (checked when it is read)
+    background: str | None = None  # "dark": light strokes on a dark background (MNIST); None: photographs
 
     def __init__(
         self,
