@@ -243,6 +243,9 @@ def test_resume_refuses_other_settings_in_one_line_and_continues_the_run(make_cf
         train(make_cfg(*common, "pooling=avg", "activation=tanh", f"ckpt_path={last}"))
     with pytest.raises(ResumeError, match=r"trainer.max_epochs: 2 -> 5, but the learning-rate schedule's length was fixed"):
         train(make_cfg(*common, "trainer.max_epochs=5", f"ckpt_path={last}"))
+    (tmp_path / "garbage.ckpt").write_bytes(b"garbage")
+    with pytest.raises(ClassicCNNsError, match=r"garbage.ckpt is not a checkpoint written by classic-cnns' train"):
+        train(make_cfg(*common, f"ckpt_path={tmp_path / 'garbage.ckpt'}"))
     assert (run / "config.yaml").read_text() == config_yaml  # a refused resume changes nothing
     changed = OmegaConf.to_container(make_cfg(*common, "pooling=avg"), resolve=True)
     check_resume(changed, read_checkpoint(last), str(last), allow_changes=True)  # the explicit override lets it through
