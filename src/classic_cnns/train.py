@@ -9,6 +9,7 @@ from classic_cnns.checkpoint_io import AtomicCheckpointIO
 from classic_cnns.classifier import ImageClassifier
 from classic_cnns.config import build_network, validate
 from classic_cnns.data import ImageDataModule
+from classic_cnns.models.layers import lrn_divisor_spread
 from classic_cnns.resume import FitClock
 
 
@@ -17,7 +18,7 @@ def train(cfg: DictConfig) -> float | None:
     write metrics.json; return `cfg.optimized_metric`."""
     validate(cfg)
     seed, config = job.start(cfg)
-    datamodule: ImageDataModule = instantiate(cfg.data)
+    datamodule: ImageDataModule = instantiate(cfg.data, seed=seed)
     net = build_network(cfg, datamodule)
     model = ImageClassifier(
         net=net,
@@ -29,6 +30,7 @@ def train(cfg: DictConfig) -> float | None:
         channels_last=cfg.channels_last,
         compile=cfg.compile,
         compile_options=OmegaConf.to_container(cfg.compile_options),
+        seed=seed,
     )
     loggers, callbacks = job.instantiate_all(cfg.get("logger")), job.instantiate_all(cfg.get("callbacks"))
     fit_clock = FitClock()  # fit_seconds over all segments of a resumed run
@@ -50,5 +52,7 @@ def train(cfg: DictConfig) -> float | None:
         "best_checkpoint": best,
     }
     require_finite(metrics)
+    # Was LRN active? Its divisor's spread on 64 validation images, with the kept weights.
+    metrics |= lrn_divisor_spread(model, datamodule.transform(datamodule.splits["val"].images[:64].to(model.device)))
     job.finish(trainer, config, metrics)
     return metrics.get(cfg.optimized_metric)
