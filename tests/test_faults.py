@@ -180,7 +180,7 @@ def test_a_bad_test_split_file_is_found_before_the_first_training_step(make_cfg,
     "overrides, message",
     [
         (["+optimizer.lrr=0.1"], "optimizer.lrr=0.1 is not an argument of torch.optim.SGD: use one of lr, momentum"),
-        (["+scheduler.pct_startt=0.3"], "scheduler.pct_startt=0.3 is not an argument of torch.optim.lr_scheduler.OneCycleLR"),
+        (["+model.dropot=0.5"], "model.dropot=0.5 is not an argument of classic_cnns.models.LeNet5: use one of .*dropout"),
         (["data=cifar10", "data.std=[0.2,0.2]"], r"data.std=\[0.2, 0.2\] has 2 values: CIFAR-10 images have 3 channels"),
         (["data.val_size=60000"], "data.val_size=60000 is not allowed: MNIST has 60000 training images, use at most 59999"),
     ],

@@ -7,8 +7,9 @@ import lightning as L
 
 from classic_cnns import ClassicCNNsError
 
-# What a resumed run must share with its checkpoint: what the weights and optimizer state mean.
-SAME_AS_CHECKPOINT = ("model", "data", "optimizer", "scheduler", "pooling", "padding", "activation", "norm", "label_smoothing")
+# What a resumed run must share with its checkpoint: what the weights and optimizer state mean,
+# and the seed, which with the epoch draws each epoch's data order (seed=null draws a new one).
+SAME_AS_CHECKPOINT = ("model", "data", "optimizer", "scheduler", "pooling", "padding", "activation", "norm", "label_smoothing", "seed")
 # ... apart from where the data lives and how it is fed, which do not change the results.
 FREE_TO_CHANGE = ("data.data_dir", "data.download", "data.placement", "data.num_workers", "data.eval_batch_size")
 # What fixes the number of optimizer steps, and so a scheduler's length (one-cycle's total_steps).
