@@ -20,7 +20,8 @@ class CheckBeforeStart(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
             validate(config)
-            _writable_output_dir(Path(config.hydra.run.dir))
+            if config.hydra.output_subdir is not None:  # the helper scripts (cli.NO_RUN_DIR) write no run dir
+                _writable_output_dir(Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
