@@ -134,6 +134,7 @@ class ImageDataModule(L.LightningDataModule):
     class_names: Sequence[str]
     files: Sequence[str]  # relative to `folder`, what must exist to load without a download
     files_hint: str = ""
+    train_size: int  # of the official set; a copy may hold fewer (checked when it is read)
     background: str | None = None  # "dark": light strokes on a dark background (MNIST); None: photographs
 
     def __init__(
@@ -253,6 +254,8 @@ class ImageDataModule(L.LightningDataModule):
 
     # --- splits --------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
+        """Read the splits `stage` needs; fitting reads the test split too, so that a corrupt
+        test file is found before the first training step, not after the whole fit."""
         if stage in (None, "fit", "validate") and "train" not in self.splits:
             images, labels = self.load(train=True)
             if not 0 < self.val_size < len(labels):
@@ -271,7 +274,7 @@ class ImageDataModule(L.LightningDataModule):
                 )
             self.splits["train"] = TensorBatches(images[train], labels[train])
             self.splits["val"] = TensorBatches(images[val], labels[val])
-        if stage in (None, "test") and "test" not in self.splits:
+        if "test" not in self.splits:
             self.splits["test"] = TensorBatches(*self.load(train=False))
 
     def batch_size_of(self, split: str) -> int:
