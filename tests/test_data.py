@@ -177,7 +177,8 @@ def test_one_batch_size_rule_for_both_placements(tmp_path):
 
 def test_placement_picks_the_loader(tmp_path):
     write_mnist(tmp_path, n_train=100, n_test=20)
-    device, loader = MNISTDataModule(tmp_path, val_size=20), MNISTDataModule(tmp_path, val_size=20, placement="dataloader")
+    device = MNISTDataModule(tmp_path, val_size=20, batch_size=32)
+    loader = MNISTDataModule(tmp_path, val_size=20, batch_size=32, placement="dataloader")
     for dm in (device, loader):
         dm.setup()
     assert type(device.train_dataloader()).__name__ == "DeviceBatches"
@@ -202,4 +203,6 @@ def test_paper_scale_feeds_mean_subtracted_0_255_values():
 def test_a_batch_larger_than_the_training_split_is_one_clear_error(tmp_path):
     write_mnist(tmp_path, n_train=100, n_test=10)
     with pytest.raises(ClassicCNNsError, match=r"data.batch_size=128 is larger than the 90 training images left after data.val_size"):
-        MNISTDataModule(tmp_path, val_size=10, batch_size=128).setup("fit")
+        dm = MNISTDataModule(tmp_path, val_size=10, batch_size=128)
+        dm.setup("fit")
+        dm.train_dataloader()

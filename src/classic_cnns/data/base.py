@@ -265,13 +265,6 @@ class ImageDataModule(L.LightningDataModule):
                 )
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
             val, train = order[: self.val_size], order[self.val_size :]
-            per_rank = len(train) // (self.trainer.world_size if self.trainer is not None else 1)
-            if self.batch_size > per_rank:
-                raise ClassicCNNsError(
-                    f"data.batch_size={self.batch_size} is larger than the {per_rank} training images "
-                    f"{'each DDP rank gets' if per_rank < len(train) else 'left after data.val_size'}: "
-                    f"every step would see all of them, not a batch of that size. Use data.batch_size <= {per_rank}"
-                )
             self.splits["train"] = TensorBatches(images[train], labels[train])
             self.splits["val"] = TensorBatches(images[val], labels[val])
         if "test" not in self.splits:
@@ -285,6 +278,13 @@ class ImageDataModule(L.LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         strategy = self.trainer.strategy if self.trainer is not None else None
         rank, world_size = (strategy.global_rank, strategy.world_size) if strategy else (0, 1)
+        per_rank = len(self.splits[split]) // world_size
+        if shuffle and batch_size > per_rank:
+            raise ClassicCNNsError(
+                f"data.batch_size={batch_size} is larger than the {per_rank} training images "
+                f"{'each DDP rank gets' if world_size > 1 else 'left after data.val_size'}: every step "
+                f"would see all of them, not a batch of that size. Use data.batch_size <= {per_rank}"
+            )
         if self.resolve_placement(device) == "device":
             return self.device_batches(
                 split,

@@ -35,8 +35,10 @@ DIGIT_BITMAPS = (
 class RBFOutput(nn.Module):
     """The paper's output layer: unit i computes the squared distance of F6's 84 outputs to a
     fixed +1/-1 prototype (a 7x12 bitmap of digit i). It returns minus the distance, so that
-    the largest value is the prediction and cross-entropy on it is the paper's MAP-style loss
-    y_correct + log(sum_i exp(-y_i)) without its constant term."""
+    the largest value is the prediction. Cross-entropy on it, y_correct + log(sum_i exp(-y_i)),
+    is not the paper's loss (eq. 9) minus a constant: eq. 9 has log(e^-j + sum_i exp(-y_i)),
+    whose e^-j stops pushing up penalties y_i that are already large; cross-entropy is its
+    j -> infinity limit."""
 
     def __init__(self, in_features: int = 84, num_classes: int = 10) -> None:
         super().__init__()
