@@ -15,15 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from classic_cnns import ClassicCNNsError
-from classic_cnns.data import CIFAR10DataModule, ImageDataModule, MNISTDataModule
-from classic_cnns.models import AlexNet, LeNet5
+from classic_cnns import ClassicCNNsError, data, models
 from classic_cnns.classifier import ImageClassifier
+from classic_cnns.data import ImageDataModule
 
-# What a checkpoint may rebuild, by the `_target_` the project's configs write.
-NETWORKS = {f"classic_cnns.models.{cls.__name__}": cls for cls in (LeNet5, AlexNet)}
-DATA_MODULES = {f"classic_cnns.data.{cls.__name__}": cls for cls in (MNISTDataModule, CIFAR10DataModule)}
+
+def _exported(package, base: type, exclude: tuple[type, ...] = ()) -> dict[str, type]:
+    """The classes `package` exports that subclass `base`, by the `_target_` configs write for them."""
+    classes = (getattr(package, name) for name in package.__all__)
+    return {
+        f"{package.__name__}.{cls.__name__}": cls
+        for cls in classes
+        if isinstance(cls, type) and issubclass(cls, base) and cls not in exclude
+    }
+
+
+# What a checkpoint may rebuild: the networks and data modules the project exports.
+NETWORKS = _exported(models, nn.Module)
+DATA_MODULES = _exported(data, ImageDataModule, exclude=(ImageDataModule,))
 PLAIN = (str, int, float, bool, type(None))
 
 

@@ -116,6 +116,7 @@ class ImageDataModule(L.LightningDataModule):
     class_names: Sequence[str]
     files: Sequence[str]  # relative to `folder`, what must exist to load without a download
     files_hint: str = ""
+    background: str | None = None  # "dark": light strokes on a dark background (MNIST); None: photographs
 
     def __init__(
         self,
