@@ -8,7 +8,7 @@ from torch import nn
 from classic_cnns import ClassicCNNsError
 from classic_cnns.config import build_network
 from classic_cnns.models import AlexNet, LeNet5
-from classic_cnns.models.layers import MinPool2d, SamePad2d, Subsampling2d, conv2d, make_pool
+from classic_cnns.models.layers import LocalResponseNorm, MinPool2d, SamePad2d, Subsampling2d, conv2d, lrn_divisor_spread, make_norm, make_pool
 
 CIFAR_ALEXNET = dict(  # conf/model/alexnet.yaml
     widths=(64, 192, 384, 256, 256), kernel_sizes=(3, 5, 3, 3, 3), strides=(1,) * 5,
@@ -129,9 +129,33 @@ def test_lrn_only_after_conv1_and_conv2_batch_norm_after_every_conv():
     def count(model, kind):
         return sum(isinstance(m, kind) for m in model.features)
 
-    assert count(AlexNet(), nn.LocalResponseNorm) == 2
+    assert count(AlexNet(), LocalResponseNorm) == 2
     assert count(AlexNet(norm="batch"), nn.BatchNorm2d) == 5
     assert count(LeNet5(norm="batch"), nn.BatchNorm2d) == 2
+
+
+def test_lrn_is_the_papers_formula():
+    """Krizhevsky et al. 2012, section 3.3, written out: b[i] = a[i] / (k + alpha * sum_j a[j]^2)^beta
+    over the maps j from max(0, i - n/2) to min(N - 1, i + n/2), with k=2, n=5, alpha=1e-4, beta=0.75."""
+    k, n, alpha, beta = 2.0, 5, 1e-4, 0.75
+    a = torch.randn(2, 7, 3, 4, dtype=torch.float64) * 60  # 0-255 scale inputs: the sum term matters
+    expected = torch.empty_like(a)
+    for i in range(a.shape[1]):
+        window = a[:, max(0, i - n // 2) : min(a.shape[1] - 1, i + n // 2) + 1]
+        expected[:, i] = a[:, i] / (k + alpha * window.square().sum(dim=1)) ** beta
+    torch.testing.assert_close(make_norm("lrn", 7)(a), expected)  # what norm=lrn builds
+    assert not torch.allclose(expected, a / k**beta, rtol=0.05)  # the inputs make the window term count
+
+
+def test_lrn_divisor_spread_says_whether_lrn_was_more_than_a_constant_factor():
+    net = AlexNet(**{**CIFAR_ALEXNET, "norm": "lrn", "widths": (8, 8, 8, 8, 8), "hidden_features": 8}, input_size=(32, 32))
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+    unit, paper = lrn_divisor_spread(net, x), lrn_divisor_spread(net, x * 64)  # unit variance vs 0-255 values
+    assert set(unit) == {"lrn1/divisor_median", "lrn1/divisor_max", "lrn2/divisor_median", "lrn2/divisor_max"}
+    assert 1.0 <= unit["lrn1/divisor_median"] <= unit["lrn1/divisor_max"] < 1.01  # k=2 dominates: a constant factor
+    assert paper["lrn1/divisor_max"] > 1.1
+    assert lrn_divisor_spread(AlexNet(**CIFAR_ALEXNET, input_size=(32, 32)), x) == {}  # no LRN, nothing to say
 
 
 def per_layer_params(model: nn.Module) -> list[int]:

@@ -99,7 +99,11 @@ def build_datamodule(config: dict[str, Any], data_dir: str | None = None) -> Ima
     cls, arguments = _allowed_call(config["data"], "config.data", DATA_MODULES)
     if data_dir:
         arguments["data_dir"] = data_dir
-    return cls(**arguments)
+    try:
+        return cls(**arguments)
+    except (TypeError, ValueError, RuntimeError) as error:
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ClassicCNNsError(f"the checkpoint's config.data cannot be rebuilt ({type(error).__name__}: {first_line})") from None
 
 
 def _allowed_call(spec: Any, key: str, allowed: dict[str, type]) -> tuple[type, dict[str, Any]]:

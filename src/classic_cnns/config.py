@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.data.base import PLACEMENTS
+from classic_cnns.data.base import PLACEMENTS, SCALES
 from classic_cnns.models.layers import ACTIVATIONS, NORMS, PADDING_MODES, PADDINGS, POOLS
 
 
@@ -51,6 +51,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.crop_padding": _int(0),
     "data.num_workers": _int(0),
     "data.placement": _one_of(list(PLACEMENTS)),
+    "data.scale": _one_of(list(SCALES)),
     "optimizer.lr": ((lambda v: isinstance(v, (int, float)) and v > 0), "a number > 0"),
     "pooling.name": _one_of(list(POOLS)),
     "pooling.kernel_size": _optional_int(1),
