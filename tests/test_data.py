@@ -165,9 +165,20 @@ def test_device_batches_give_every_ddp_rank_its_own_equal_share(tmp_path):
     assert [len(_ids(b)) for b in test] == [17, 17, 17]
 
 
+def test_one_batch_size_rule_for_both_placements(tmp_path):
+    write_mnist(tmp_path, n_train=100, n_test=20)
+    for placement in ("device", "dataloader"):
+        dm = MNISTDataModule(tmp_path, val_size=20, batch_size=16, eval_batch_size=7, placement=placement)
+        dm.setup()
+        assert [len(y) for _, y in dm.train_dataloader()] == [16] * 5, placement  # 80 training images
+        assert [len(y) for _, y in dm.val_dataloader()] == [7, 7, 6], placement
+        assert [len(y) for _, y in dm.test_dataloader()] == [7, 7, 6], placement
+
+
 def test_placement_picks_the_loader(tmp_path):
     write_mnist(tmp_path, n_train=100, n_test=20)
-    device, loader = MNISTDataModule(tmp_path, val_size=20), MNISTDataModule(tmp_path, val_size=20, placement="dataloader")
+    device = MNISTDataModule(tmp_path, val_size=20, batch_size=32)
+    loader = MNISTDataModule(tmp_path, val_size=20, batch_size=32, placement="dataloader")
     for dm in (device, loader):
         dm.setup()
     assert type(device.train_dataloader()).__name__ == "DeviceBatches"
@@ -192,4 +203,6 @@ def test_paper_scale_feeds_mean_subtracted_0_255_values():
 def test_a_batch_larger_than_the_training_split_is_one_clear_error(tmp_path):
     write_mnist(tmp_path, n_train=100, n_test=10)
     with pytest.raises(ClassicCNNsError, match=r"data.batch_size=128 is larger than the 90 training images left after data.val_size"):
-        MNISTDataModule(tmp_path, val_size=10, batch_size=128).setup("fit")
+        dm = MNISTDataModule(tmp_path, val_size=10, batch_size=128)
+        dm.setup("fit")
+        dm.train_dataloader()

@@ -126,7 +126,10 @@ def test_report_states_the_test_and_marks_significant_differences(tmp_path):
         (job_dir / ".hydra").mkdir(parents=True)
         (job_dir / ".hydra" / "overrides.yaml").write_text(f"- pooling={pooling}\n- seed={seed}\n")
         (job_dir / "metrics.json").write_text(json.dumps({"test/acc": accuracy, "val/acc": accuracy, "params": 1, "fit_seconds": 1.0, "epochs": 1}))
+        if pooling == "max":  # a network with one LRN layer, as train() reports it
+            (job_dir / "metrics.json").write_text(json.dumps({**json.loads((job_dir / "metrics.json").read_text()), "lrn1/divisor_median": 1.0 + seed, "lrn1/divisor_max": 3.0}))
     report = (write_report(tmp_path / "sweep", tmp_path / "out") / "report.md").read_text()
+    assert "lrn1 divisor/k^beta: median (max)" in report and "1.500 (3.000)" in report  # means over the seeds
     assert "| pooling=max " in report and "| best " in report
     assert "-0.0395, p=0.0" in report and "**yes**" in report
     assert "two-sided Welch t-test (unequal variances)" in report

@@ -7,6 +7,7 @@ deviation over its seeds. Each configuration's test accuracies are compared with
 one by Welch's t-test, so that "equivalent" and "worse" are tested statements.
 """
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -30,7 +31,13 @@ SIGNIFICANCE_NOTE = (
     f"**yes** marks p < {ALPHA}: a difference larger than the spread over seeds. *no* means the seeds "
     "cannot tell the two apart (not that they are proven equal)."
 )
+LRN_NOTE = (
+    "*lrnN divisor/k^beta*: how much LRN layer N's divisor (k + alpha * sum a^2)^beta varied, on 64 validation "
+    "images with the kept weights: its median and maximum over k^beta (means over seeds). 1.000 means LRN was "
+    "only the constant factor k^-beta there."
+)
 CURVES = ("train/acc", "val/acc")
+LRN_DIVISOR = re.compile(r"lrn\d+/divisor_(median|max)")  # metrics.json of nets with LRN layers
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -94,7 +101,8 @@ def epochs_to_train_acc(curves: pd.DataFrame, target: float) -> pd.Series:
 
 def summarize_sweep(jobs: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of the final metrics (and of `epochs_to_target`, where present, with
-    the number of seeds that reached it), per configuration, best test accuracy first."""
+    the number of seeds that reached it; the mean of each LRN layer's divisor spread, where there
+    are LRN layers), per configuration, best test accuracy first."""
     done = jobs[jobs["status"] == "completed"]
     if done.empty:
         return pd.DataFrame()
@@ -110,6 +118,7 @@ def summarize_sweep(jobs: pd.DataFrame) -> pd.DataFrame:
     )
     if "epochs_to_target" in done:
         columns |= dict(to_target_mean=("epochs_to_target", "mean"), to_target_std=("epochs_to_target", "std"), to_target_runs=("epochs_to_target", "count"))
+    columns |= {name: (name, "mean") for name in sorted(done.columns) if LRN_DIVISOR.fullmatch(name)}
     table = done.groupby("configuration", sort=False).agg(**columns)
     table = table.fillna({"test_acc_std": 0.0, "val_acc_std": 0.0}).sort_values("test_acc_mean", ascending=False)
     return table.join(compare_with_best(done, table.index[0]))
@@ -181,10 +190,15 @@ def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None, tr
                 for m, s, reached, runs in zip(shown.pop("to_target_mean"), shown.pop("to_target_std"), shown.pop("to_target_runs"), shown["runs"])
             ]
         shown["vs best"] = [_versus_best(name, d, p, sig, table.index[0]) for name, d, p, sig in zip(shown.index, shown.pop("vs_best"), shown.pop("p_vs_best"), shown.pop("significant"))]
+        for layer in sorted({name.split("/")[0] for name in shown.columns if LRN_DIVISOR.fullmatch(name)}):
+            median, largest = shown.pop(f"{layer}/divisor_median"), shown.pop(f"{layer}/divisor_max")
+            shown[f"{layer} divisor/k^beta: median (max)"] = ["" if pd.isna(m) else f"{m:.3f} ({x:.3f})" for m, x in zip(median, largest)]
         shown["params"] = shown["params"].map(lambda n: f"{int(n):,}")
         shown["epochs"] = shown["epochs"].map(lambda e: f"{e:.3g}")  # a mean over seeds where runs stop early
         shown["fit s"] = shown.pop("fit_seconds").map(lambda s: f"{s:.1f}")
         lines += [shown.reset_index().to_markdown(index=False), "", SIGNIFICANCE_NOTE, ""]
+        if any(LRN_DIVISOR.fullmatch(name) for name in table.columns):
+            lines += [LRN_NOTE, ""]
     failed = jobs[jobs["status"] == "failed"]
     if not failed.empty:
         lines += ["## Failed jobs", ""] + [f"- job {r.job} ({r.overrides}): {r.error}" for r in failed.itertuples()] + [""]

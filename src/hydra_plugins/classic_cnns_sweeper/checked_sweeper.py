@@ -66,8 +66,9 @@ class CheckedSweeper(Sweeper):
             try:
                 validate(cfg)
                 check_network_builds(cfg)
-            except ConfigError as error:
-                raise ConfigError(f"job {number} ({' '.join(overrides)}): {error}") from None
+            except ConfigError as error:  # one line, no traceback, exit 1
+                log.error("job %d (%s): %s", number, " ".join(overrides), error)
+                raise SystemExit(1) from None
 
     def parse(self, arguments: Sequence[str]):
         """`hydra.sweeper.params` and the command line's overrides, parsed by Hydra's grammar."""

@@ -211,7 +211,7 @@ class OptunaSweeper(CheckedSweeper):
                 batch.append([*fixed, *(f"{k}={override_value(v)}" for k, v in trial.params.items()), *filter(None, [report])])
             try:
                 self.validate_batch_is_legal(batch, first_job=trials[0].number)
-            except ConfigError:
+            except SystemExit:  # a bad value: reported in one line by validate_batch_is_legal
                 for trial in trials:
                     study.tell(trial, state=TrialState.FAIL)
                 raise
