@@ -279,6 +279,7 @@ class ImageDataModule(L.LightningDataModule):
         strategy = self.trainer.strategy if self.trainer is not None else None
         rank, world_size = (strategy.global_rank, strategy.world_size) if strategy else (0, 1)
         per_rank = len(self.splits[split]) // world_size
+        batch_size = self.batch_size_of(split)
         if shuffle and batch_size > per_rank:
             raise ClassicCNNsError(
                 f"data.batch_size={batch_size} is larger than the {per_rank} training images "
