@@ -20,7 +20,7 @@ from classic_cnns.inference import predict, write_predictions_csv
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
-        predictions = predict(cfg.ckpt_path, cfg.inputs, cfg.topk)
+        predictions = predict(cfg.ckpt_path, cfg.inputs, cfg.topk, cfg.data.data_dir)
     root = Path(cfg.inputs)
     table = Table(title=str(root) if root.is_dir() else None)
     table.add_column("file", overflow="fold")

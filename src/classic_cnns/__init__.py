@@ -26,6 +26,15 @@ def safe_dirname(name: str, limit: int = 120) -> str:
 OmegaConf.register_new_resolver("safe_dirname", safe_dirname, replace=True)
 
 
+def _tensorboard_run_name() -> str:
+    from classic_cnns.run_record import tensorboard_run_name
+
+    return tensorboard_run_name()
+
+
+OmegaConf.register_new_resolver("tensorboard_run_name", _tensorboard_run_name, replace=True)
+
+
 def auto_precision(accelerator: str) -> str:
     """Lightning's `precision` for `accelerator`: bf16 mixed precision on GPUs that have bf16
     (Ampere and later), fp16 mixed on older ones, full fp32 elsewhere."""

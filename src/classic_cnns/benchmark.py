@@ -297,19 +297,9 @@ def to_markdown(results: list[Result], target: float | None) -> str:
 
 
 def bar_chart(results: list[Result], title: str, path: Path) -> None:
-    import matplotlib
+    from classic_cnns.plotting import bars_figure, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 2.4))
-    ax.barh([r.way for r in results][::-1], [r.images_per_second for r in results][::-1], color="tab:blue")
-    ax.set_xlabel("training images/s (steady epochs)")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(bars_figure([r.way for r in results], [r.images_per_second for r in results], "training images/s (steady epochs)", title), path, dpi=120)
 
 
 def write_section(doc: Path, name: str, body: str) -> None:

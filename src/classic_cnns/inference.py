@@ -34,7 +34,8 @@ def _device() -> torch.device:
 def evaluate(ckpt_path: str, output_dir: str | None = None, data_dir: str | None = None) -> dict:
     """Test metrics, confusion matrix PNG, per-class CSV of a checkpoint; written to output_dir
     (default: `evaluation/` beside the checkpoints folder). Returns the metrics."""
-    from classic_cnns.views import confusion_figure, figure_to_png, per_class_accuracy
+    from classic_cnns.plotting import confusion_figure, to_png
+    from classic_cnns.views import per_class_accuracy
 
     device = _device()
     model = load_classifier(ckpt_path).to(device)
@@ -56,7 +57,7 @@ def evaluate(ckpt_path: str, output_dir: str | None = None, data_dir: str | None
     out = Path(output_dir) if output_dir else Path(ckpt_path).resolve().parent.parent / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out / "confusion_matrix.png").write_bytes(figure_to_png(confusion_figure(matrix, names)))
+    (out / "confusion_matrix.png").write_bytes(to_png(confusion_figure(matrix, names, f"test set, {Path(ckpt_path).name}")))
     with open(out / "per_class.csv", "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["class", "images", "correct", "accuracy"])
@@ -90,12 +91,12 @@ def _load_image(path: Path, channels: int, size) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(ckpt_path: str, inputs: str, topk: int = 3) -> list[Prediction]:
+def predict(ckpt_path: str, inputs: str, topk: int = 3, data_dir: str | None = None) -> list[Prediction]:
     """Top-k classes of every image in `inputs` (a file or a directory); a file that cannot be
     read gets its error and the others are still predicted."""
     device = _device()
     model = load_classifier(ckpt_path).to(device)
-    datamodule = _datamodule(model)
+    datamodule = _datamodule(model, data_dir)
     info = model.hparams.data_info
     names, k = info["class_names"], min(topk, len(info["class_names"]))
     predictions = []

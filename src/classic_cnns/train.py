@@ -17,11 +17,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from classic_cnns import ClassicCNNsError
+from classic_cnns import ClassicCNNsError, console, run_record
 from classic_cnns.config import validate
 from classic_cnns.data import ImageDataModule
 from classic_cnns.gpus import gpu_for_job
@@ -42,6 +41,7 @@ def train(cfg: DictConfig) -> float | None:
     """Fit (or resume from `cfg.ckpt_path`), test the best checkpoint, write metrics.json;
     return `cfg.optimized_metric`."""
     validate(cfg)
+    console.quiet_dependencies()
     output_dir = _writable_output_dir(Path(cfg.paths.output_dir))
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
@@ -60,6 +60,7 @@ def train(cfg: DictConfig) -> float | None:
         num_classes=datamodule.num_classes,
         input_size=datamodule.input_size,
     )
+    console.print_start(cfg, net, datamodule)
     model = ImageClassifier(
         net=net,
         optimizer=instantiate(cfg.optimizer),
@@ -85,7 +86,7 @@ def train(cfg: DictConfig) -> float | None:
         best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.validate(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
         val_metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        (test_metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
+        test_metrics = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)[0] if cfg.test else {}
 
     metrics: dict[str, Any] = {
         **{k: float(v) for k, v in (val_metrics | test_metrics).items()},
@@ -93,12 +94,13 @@ def train(cfg: DictConfig) -> float | None:
         "epochs": trainer.current_epoch,
         "params": sum(p.numel() for p in net.parameters()),
         "seed": seed,
+        "tags": list(cfg.tags),
         "best_checkpoint": best_path,
     }
     if trainer.is_global_zero:
-        _log_hyperparams(loggers, resolved, seed, metrics)
+        run_record.log_hparams(trainer.loggers, resolved, seed, metrics)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        log.info("metrics: %s", {k: v for k, v in metrics.items() if "/" in k})
+        console.print_end(metrics, output_dir, tensorboard_dir=run_record.tensorboard_logdir(trainer, output_dir))
     return metrics.get(cfg.optimized_metric)
 
 
@@ -180,26 +182,3 @@ def _writable_output_dir(output_dir: Path) -> Path:
 def _instantiate_all(node: DictConfig | None) -> list:
     """Every entry of a logger/callbacks node; `callbacks.progress_bar=null` drops one."""
     return [instantiate(entry) for entry in (node or {}).values() if entry is not None]
-
-
-def _log_hyperparams(loggers, config: dict[str, Any], seed: int, metrics: dict[str, Any]) -> None:
-    """One hparams record per run, with the final metrics (TensorBoard's HPARAMS tab)."""
-    skip = ("paths", "logger", "callbacks", "trainer", "run_name", "seed")
-    params = {"choices": _group_choices(), "seed": seed, **{k: v for k, v in config.items() if k not in skip}}
-    params["trainer"] = {key: config["trainer"].get(key) for key in ("max_epochs", "precision", "accelerator")}
-    final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items() if "/" in k}
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):  # links the metrics to the hparams record
-            logger.log_hyperparams(params, final)
-        else:
-            logger.log_hyperparams(params)
-            logger.log_metrics(final)
-        logger.save()
-
-
-def _group_choices() -> dict[str, str]:
-    """Which option of each config group this run uses (model=alexnet, pooling=avg, ...)."""
-    if not HydraConfig.initialized():
-        return {}
-    choices = HydraConfig.get().runtime.choices
-    return {group: str(option) for group, option in choices.items() if not group.startswith("hydra")}

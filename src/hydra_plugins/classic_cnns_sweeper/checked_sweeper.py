@@ -17,6 +17,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobStatus
 
 from classic_cnns.config import ConfigError, validate
+from classic_cnns.console import print_sweep_end
 
 log = logging.getLogger(__name__)
 
@@ -66,4 +67,5 @@ class CheckedSweeper(BasicSweeper):
             jobs.append(entry)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         (sweep_dir / "sweep_summary.json").write_text(json.dumps(jobs, indent=2, default=str) + "\n")
+        print_sweep_end(sweep_dir, len(jobs) - len(failed), len(failed))
         return failed
