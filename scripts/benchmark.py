@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from classic_cnns.benchmark import WAYS, bar_chart, lightning_path, plain_loop, results_json, section, write_section
 from classic_cnns.cli import exit_on_user_error
 from classic_cnns.config import ConfigError
+from classic_cnns.job import register_resolvers
 
 COMMAND = "python scripts/benchmark.py " + shlex.join(sys.argv[1:])
 
@@ -60,4 +61,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_resolvers()
     main()

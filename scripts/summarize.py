@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from classic_cnns.cli import NO_RUN_DIR
 from classic_cnns.console import print_wide
+from classic_cnns.job import register_resolvers
 from classic_cnns.summary import summarize, to_markdown, to_rich
 
 
@@ -32,4 +33,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv += NO_RUN_DIR
+    register_resolvers()
     main()

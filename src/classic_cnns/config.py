@@ -7,6 +7,8 @@ Hydra already refuses unknown keys (struct mode) and unknown options of a group
 from collections.abc import Callable
 from typing import Any
 
+import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from classic_cnns import ClassicCNNsError
@@ -74,3 +76,23 @@ def validate(cfg: DictConfig) -> None:
             problems.append(f"{key}={value!r} is not allowed: use {allowed}")
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def check_network_builds(cfg: DictConfig) -> None:
+    """Build the job's network on the meta device (shapes only: no memory, no data read, no
+    weights loaded), so that layers which shrink the feature maps to nothing fail before any
+    job of a sweep starts, with the fix in the message."""
+    datamodule = instantiate(cfg.data)
+    shapes_only = {"pretrained": False} if "pretrained" in cfg.model else {}  # never download here
+    try:
+        with torch.device("meta"):
+            instantiate(
+                cfg.model,
+                in_channels=datamodule.channels,
+                num_classes=datamodule.num_classes,
+                input_size=datamodule.input_size,
+                **shapes_only,
+            )
+    except Exception as error:  # Hydra wraps the network's ValueError in an InstantiationException
+        cause = error.__cause__ or error
+        raise ConfigError(f"the network cannot be built: {cause}") from None

@@ -8,22 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from PIL import Image, UnidentifiedImageError
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.checkpoint import load_classifier
-from classic_cnns.data import ImageDataModule
-from classic_cnns.module import ImageClassifier
-
-
-def _datamodule(model: ImageClassifier, data_dir: str | None = None) -> ImageDataModule:
-    """The checkpoint's data module: same set, split, normalization and input size."""
-    data = dict(model.hparams.config["data"])
-    if data_dir:
-        data["data_dir"] = data_dir
-    return instantiate(data)
+from classic_cnns.checkpoint import build_datamodule, load_classifier
 
 
 def _device() -> torch.device:
@@ -39,7 +28,7 @@ def evaluate(ckpt_path: str, output_dir: str | None = None, data_dir: str | None
 
     device = _device()
     model = load_classifier(ckpt_path).to(device)
-    datamodule = _datamodule(model, data_dir)
+    datamodule = build_datamodule(model.hparams.config, data_dir)
     datamodule.prepare_data()
     datamodule.setup("test")
     names = model.hparams.data_info["class_names"]
@@ -96,7 +85,7 @@ def predict(ckpt_path: str, inputs: str, topk: int = 3, data_dir: str | None = N
     read gets its error and the others are still predicted."""
     device = _device()
     model = load_classifier(ckpt_path).to(device)
-    datamodule = _datamodule(model, data_dir)
+    datamodule = build_datamodule(model.hparams.config, data_dir)
     info = model.hparams.data_info
     names, k = info["class_names"], min(topk, len(info["class_names"]))
     predictions = []

@@ -20,8 +20,6 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from classic_cnns import safe_dirname
-
 # Where and how a run runs, not what it studies: left out of single runs' names.
 INFRASTRUCTURE = (
     "trainer", "paths", "hydra", "logger", "callbacks", "data.data_dir", "data.placement", "data.num_workers",
@@ -70,6 +68,8 @@ def run_name(overrides: list[str], swept: set[str]) -> str:
     TensorBoard's sorted run list (`pooling=max,seed=0`); `defaults` when none is left."""
     picked = [o for o in overrides if override_key(o) in swept] or [o for o in overrides if not _is_infrastructure(override_key(o))]
     picked = sorted((o.lstrip("+") for o in picked), key=lambda o: (override_key(o) == "seed", len(o), o))
+    from classic_cnns.job import safe_dirname  # (job.py registers this module's resolver)
+
     return safe_dirname(",".join(picked)) if picked else "defaults"
 
 
