@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.checkpoint import UnsafeCheckpointError, load_classifier
+from classic_cnns.checkpoint import DATA_MODULES, NETWORKS, UnsafeCheckpointError, load_classifier
 from classic_cnns.data import CIFAR10DataModule
 from classic_cnns.inference import evaluate, predict
 from classic_cnns.classifier import ImageClassifier
@@ -102,6 +102,16 @@ def test_a_crafted_checkpoint_is_refused_naming_the_key_and_runs_nothing(make_cf
         assert message in str(error.value) and "\n" not in str(error.value), entry_point
         assert not (tmp_path / kind).exists(), entry_point
     assert not (tmp_path / "evaluation").exists() and not (tmp_path / "resumed" / "checkpoints").exists()
+
+
+def test_every_model_and_data_config_is_on_the_allowlist():
+    """A network or data set added to conf/ but not exported would make its checkpoints unloadable."""
+    paths = [*(ROOT / "conf" / "model").glob("*.yaml"), *(ROOT / "conf" / "data").glob("*.yaml")]
+    targets = {path: OmegaConf.load(path).get("_target_") for path in paths}
+    for path, target in targets.items():
+        allowed = NETWORKS if path.parent.name == "model" else DATA_MODULES
+        assert target is None or target in allowed, path  # None: inherits its target through `defaults`
+    assert sum(target is not None for target in targets.values()) >= 6
 
 
 def test_resume_refuses_a_checkpoint_whose_callback_state_points_outside_its_directory(make_cfg, tmp_path):

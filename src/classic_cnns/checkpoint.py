@@ -15,15 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from classic_cnns import ClassicCNNsError
-from classic_cnns.data import CIFAR10DataModule, ImageDataModule, MNISTDataModule
-from classic_cnns.models import AlexNet, LeNet5
+from classic_cnns import ClassicCNNsError, data, models
 from classic_cnns.classifier import ImageClassifier
+from classic_cnns.data import ImageDataModule
 
-# What a checkpoint may rebuild, by the `_target_` the project's configs write.
-NETWORKS = {f"classic_cnns.models.{cls.__name__}": cls for cls in (LeNet5, AlexNet)}
-DATA_MODULES = {f"classic_cnns.data.{cls.__name__}": cls for cls in (MNISTDataModule, CIFAR10DataModule)}
+
+def _exported(package, base: type, exclude: tuple[type, ...] = ()) -> dict[str, type]:
+    """The classes `package` exports that subclass `base`, by the `_target_` configs write for them."""
+    classes = (getattr(package, name) for name in package.__all__)
+    return {
+        f"{package.__name__}.{cls.__name__}": cls
+        for cls in classes
+        if isinstance(cls, type) and issubclass(cls, base) and cls not in exclude
+    }
+
+
+# What a checkpoint may rebuild: the networks and data modules the project exports.
+NETWORKS = _exported(models, nn.Module)
+DATA_MODULES = _exported(data, ImageDataModule, exclude=(ImageDataModule,))
 PLAIN = (str, int, float, bool, type(None))
 
 
@@ -70,8 +81,9 @@ def load_classifier(path: str | Path, map_location: str = "cpu") -> ImageClassif
     config, info = hparams["config"], hparams["data_info"]
     cls, arguments = _allowed_call(config["model"], "config.model", NETWORKS)
     try:
+        no_download = {"pretrained": False} if "pretrained" in arguments else {}  # the checkpoint holds the weights
         net = cls(
-            **arguments, in_channels=info["channels"], num_classes=len(info["class_names"]), input_size=info["input_size"]
+            **(arguments | no_download), in_channels=info["channels"], num_classes=len(info["class_names"]), input_size=info["input_size"]
         )
         model = ImageClassifier(net=net, optimizer=None, config=config, data_info=info)
         model.load_state_dict(checkpoint["state_dict"])

@@ -7,8 +7,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from classic_cnns import console, job
 from classic_cnns.classifier import ImageClassifier
-from classic_cnns.config import validate
+from classic_cnns.config import build_network, validate
 from classic_cnns.data import ImageDataModule
+from classic_cnns.models.layers import lrn_divisor_spread
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -16,10 +17,8 @@ def train(cfg: DictConfig) -> float | None:
     write metrics.json; return `cfg.optimized_metric`."""
     validate(cfg)
     seed, config = job.start(cfg)
-    datamodule: ImageDataModule = instantiate(cfg.data)
-    net = instantiate(
-        cfg.model, in_channels=datamodule.channels, num_classes=datamodule.num_classes, input_size=datamodule.input_size
-    )
+    datamodule: ImageDataModule = instantiate(cfg.data, seed=seed)
+    net = build_network(cfg, datamodule)
     console.print_start(cfg, net, datamodule)
     model = ImageClassifier(
         net=net,
@@ -31,6 +30,7 @@ def train(cfg: DictConfig) -> float | None:
         channels_last=cfg.channels_last,
         compile=cfg.compile,
         compile_options=OmegaConf.to_container(cfg.compile_options),
+        seed=seed,
     )
     loggers, callbacks = job.instantiate_all(cfg.get("logger")), job.instantiate_all(cfg.get("callbacks"))
     with job.trainer(cfg, logger=loggers or False, callbacks=callbacks) as trainer:
@@ -50,5 +50,7 @@ def train(cfg: DictConfig) -> float | None:
         "tags": list(cfg.tags),
         "best_checkpoint": best,
     }
+    # Was LRN active? Its divisor's spread on 64 validation images, with the kept weights.
+    metrics |= lrn_divisor_spread(model, datamodule.transform(datamodule.splits["val"].images[:64].to(model.device)))
     job.finish(trainer, config, metrics)
     return metrics.get(cfg.optimized_metric)
