@@ -76,9 +76,10 @@ def curves_figure(curves, metric: str, title: str, target: float | None = None) 
             ax.fill_between(per_epoch.index, per_epoch["min"], per_epoch["max"], color=line.get_color(), alpha=0.2, linewidth=0)
     if target is not None:
         ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
-    ax.set(xlabel="epoch", ylabel=f"{metric}: mean, band from min to max over seeds", title=title)
+    ax.set(xlabel="epoch", ylabel=metric)
+    ax.set_title(title, fontsize=10)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, title="line: mean over seeds\nband: their min to max", title_fontsize=7)
     figure.tight_layout()
     return figure
 
@@ -87,7 +88,8 @@ def bars_figure(labels: Sequence[str], values: Sequence[float], xlabel: str, tit
     """Horizontal bars, the first label on top (optionally with error bars)."""
     figure, ax = plt.subplots(figsize=(7, 0.4 * len(labels) + 1.6))
     ax.barh(list(labels)[::-1], list(values)[::-1], xerr=list(errors)[::-1] if errors is not None else None, capsize=3, color="tab:blue")
-    ax.set(xlabel=xlabel, title=title)
+    ax.set(xlabel=xlabel)
+    ax.set_title(title, fontsize=10)
     if xlim:
         ax.set_xlim(*xlim)
     figure.tight_layout()

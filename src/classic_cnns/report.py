@@ -173,7 +173,7 @@ def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None, tr
         lines += ["## Failed jobs", ""] + [f"- job {r.job} ({r.overrides}): {r.error}" for r in failed.itertuples()] + [""]
     plots = []
     about = " ".join(common) or sweep_dir.name  # the second line of each plot's title
-    about = about if len(about) <= 90 else about[:89] + "…"
+    about = about if len(about) <= 80 else about[:79] + "…"
     for metric, target in (("val/acc", None), ("train/acc", train_acc_target)):
         if curves[metric].notna().any():
             title = f"{metric} per epoch\n{about}"
