@@ -18,7 +18,7 @@ from classic_cnns.inference import evaluate
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
-        metrics = evaluate(cfg.ckpt_path, cfg.output_dir, cfg.data_dir)
+        metrics = evaluate(cfg.ckpt_path, cfg.output_dir, cfg.data.data_dir)
     table = Table(title=f"test accuracy {metrics['test/acc']:.4f}, loss {metrics['test/loss']:.4f}")
     for column in ("class", "images", "correct", "accuracy"):
         table.add_column(column, justify="left" if column == "class" else "right")

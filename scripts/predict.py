@@ -25,7 +25,7 @@ from classic_cnns.inference import predict, write_predictions_csv
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         validate(cfg)
-        predictions = predict(cfg.ckpt_path, cfg.inputs, cfg.topk, cfg.invert)
+        predictions = predict(cfg.ckpt_path, cfg.inputs, cfg.topk, cfg.invert, cfg.data.data_dir)
     if predictions.expects:
         print(predictions.expects)
     root = Path(cfg.inputs)

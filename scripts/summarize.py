@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from classic_cnns.cli import NO_RUN_DIR
+from classic_cnns.console import print_wide
 from classic_cnns.job import register_resolvers
 from classic_cnns.summary import summarize, to_markdown, to_rich
 
@@ -26,10 +27,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.get("markdown"):
         print(to_markdown(rows))
     else:
-        from rich.console import Console
-
         size = "x".join(map(str, datamodule.input_size))
-        Console().print(to_rich(rows, title=f"{type(net).__name__} on {datamodule.name}, {size} input"))
+        print_wide(to_rich(rows, title=f"{type(net).__name__} on {datamodule.name}, {size} input"))  # whole, also into a pipe
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def compose_config(overrides: list[str], output_dir: Path, data_dir: Path) -> Di
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "train",
-            overrides=[f"paths.output_dir={output_dir}", f"paths.data_dir={data_dir}", *overrides],
+            overrides=[f"paths.output_dir={output_dir}", f"data.data_dir={data_dir}", *overrides],
             return_hydra_config=True,
         )
     HydraConfig.instance().set_config(cfg)
@@ -93,12 +93,17 @@ def compose_config(overrides: list[str], output_dir: Path, data_dir: Path) -> Di
     return cfg
 
 
+def tensorboard_run(output_dir: Path) -> Path:
+    """The TensorBoard run dir a run wrote (RUN_DIR/RUN_NAME/, the CSV logger's csv/ aside)."""
+    (run,) = {p.parent for p in Path(output_dir).rglob("events.out.tfevents.*")}
+    return run
+
+
 FAST = [
     "trainer=debug",
     "data.batch_size=32",
     "data.eval_batch_size=50",
     "data.val_size=40",
-    "+trainer.enable_model_summary=false",
 ]
 
 

@@ -6,8 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from .conftest import ROOT
+from .conftest import ROOT, tensorboard_run
 
 FAST = ["trainer=debug", "data.batch_size=32", "data.val_size=40", "data.eval_batch_size=50"]
 
@@ -28,8 +30,15 @@ def test_multirun_gives_each_job_its_own_dir_and_tensorboard_run(data_dir, tmp_p
     assert [job.name for job in jobs] == ["0", "1"]
     for job, pooling in zip(jobs, ("max", "avg")):
         assert json.loads((job / "metrics.json").read_text())["test/acc"] >= 0.0
-        (tb_run,) = (job / "tensorboard").iterdir()
-        assert f"pooling={pooling}" in tb_run.name and any(tb_run.glob("events.out.tfevents.*"))
+        assert tensorboard_run(job) == job / f"pooling={pooling}"  # only what the sweep varies
+        events = EventAccumulator(str(job / f"pooling={pooling}")).Reload()
+        experiment = HParamsPluginData.FromString(events.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
+        assert [h.name for h in experiment.hparam_infos if h.differs] == ["choices/pooling"]  # TensorBoard shows it first
+    assert result.stdout.rstrip().splitlines()[-3:] == [
+        f"2 finished, 0 failed (every job's status: {sweep.relative_to(tmp_path)}/sweep_summary.json)",
+        f"report       python {os.path.relpath(ROOT / 'scripts' / 'report.py', tmp_path)} {sweep.relative_to(tmp_path)}",
+        f"TensorBoard  tensorboard --logdir {sweep.relative_to(tmp_path)}",
+    ]
 
 
 def test_missing_data_is_one_clear_message_not_a_traceback(tmp_path):

@@ -171,7 +171,7 @@ def test_a_bad_test_split_file_is_found_before_the_first_training_step(make_cfg,
     write_mnist(tmp_path / "data")
     (tmp_path / "data" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").write_bytes(content)
     with pytest.raises(ClassicCNNsError, match="t10k-labels-idx1-ubyte (is not an IDX file|holds 10 bytes)"):
-        train(make_cfg(f"paths.data_dir={tmp_path / 'data'}"))
+        train(make_cfg(f"data.data_dir={tmp_path / 'data'}"))
     assert not (tmp_path / "run" / "checkpoints").exists()  # not a single epoch was trained
 
 

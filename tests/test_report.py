@@ -44,6 +44,37 @@ def test_report_groups_seeds_per_configuration_and_lists_failures(sweep, tmp_pat
     assert "4 jobs, 1 failed" in report and "TrainingDivergedError: the training loss became nan" in report
     for name in ("report.csv", "jobs.csv", "val_acc.png", "train_acc.png", "test_acc.png"):
         assert (out / name).stat().st_size > 0
+    assert "![val/acc per epoch](val_acc.png)" in report and "](test_acc.png)" in report  # embedded
+
+
+def test_curves_show_the_spread_over_seeds_as_a_band_and_plots_have_titles():
+    import pandas as pd
+
+    from classic_cnns.plotting import curves_figure
+
+    curves = pd.DataFrame(
+        [("min", job, epoch, acc) for job, accs in (("0", [0.1, 0.12]), ("1", [0.3, 0.41])) for epoch, acc in zip((1, 2), accs)]
+        + [("max", "2", 1, 0.9), ("max", "2", 2, 0.95)],
+        columns=["configuration", "job", "epoch", "val/acc"],
+    )
+    (ax,) = curves_figure(curves, "val/acc", "val/acc per epoch").axes
+    assert ax.get_title() == "val/acc per epoch"
+    (band,) = ax.collections  # min pooling's two seeds: 0.12 and 0.41 at epoch 2 both show
+    low, high = band.get_paths()[0].vertices[:, 1].min(), band.get_paths()[0].vertices[:, 1].max()
+    assert (round(low, 2), round(high, 2)) == (0.1, 0.41)
+
+
+def test_report_of_a_fast_dev_run_sweep(tmp_path):
+    """fast_dev_run jobs: no TensorBoard events, no checkpoint, one step."""
+    for job, pooling in enumerate(("max", "avg")):
+        job_dir = tmp_path / "sweep" / str(job)
+        (job_dir / ".hydra").mkdir(parents=True)
+        (job_dir / ".hydra" / "overrides.yaml").write_text(f"- pooling={pooling}\n- +trainer.fast_dev_run=true\n")
+        metrics = {"val/loss": 2.30, "val/acc": 0.125, "test/loss": 2.31, "test/acc": 0.14, "fit_seconds": 0.146,
+                   "epochs": 1, "params": 61706, "seed": 0, "tags": [], "best_checkpoint": ""}  # fmt: skip
+        (job_dir / "metrics.json").write_text(json.dumps(metrics))
+    report = (write_report(tmp_path / "sweep") / "report.md").read_text()
+    assert "| pooling=max" in report and "61,706" in report and "![test accuracy of the kept checkpoints](test_acc.png)" in report
 
 
 def test_report_command_and_a_wrong_directory(sweep, tmp_path):

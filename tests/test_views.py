@@ -16,23 +16,22 @@ from classic_cnns.train import train
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, data_dir):
-    from .conftest import FAST, compose_config
+    from .conftest import FAST, compose_config, tensorboard_run
 
     output_dir = tmp_path_factory.mktemp("views")
     train(compose_config([*FAST, "trainer.max_epochs=2", "callbacks.views.every_n_epochs=1"], output_dir, data_dir))
-    (tb_run,) = (output_dir / "tensorboard").iterdir()
-    return tb_run
+    return tensorboard_run(output_dir)
 
 
 def test_images_text_and_scalars_are_in_the_event_files(run_dir):
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0, "tensors": 0}).Reload()
     images = events.Tags()["images"]
-    for tag in ("val/confusion_matrix", "filters/first_conv", "test/confusion_matrix", "test/worst_misclassified"):
+    for tag in ("val/confusion_matrix", "filters/01_conv", "test/confusion_matrix", "test/worst_misclassified"):
         assert tag in images, tag
     assert len(events.Images("val/confusion_matrix")) == 2  # every epoch here (every_n_epochs=1)
     assert len(events.Images("test/confusion_matrix")) == 1
     feature_maps = sorted(tag for tag in images if tag.startswith("feature_maps/"))
-    assert [tag.split("_")[-1] for tag in feature_maps] == ["Conv2d", "MaxPool2d", "Conv2d", "MaxPool2d"]
+    assert feature_maps == ["feature_maps/01_conv", "feature_maps/02_pool", "feature_maps/03_conv", "feature_maps/04_pool"]
     assert len([t for t in events.Tags()["scalars"] if t.startswith("test_per_class_acc/")]) == 10
     text = events.Tags()["tensors"]
     assert "model/summary/text_summary" in text and "config/text_summary" in text

@@ -41,7 +41,8 @@ def evaluate(ckpt_path: str, output_dir: str | None = None, data_dir: str | None
     """Test a checkpoint with `trainer.test`, as train() does: test metrics, confusion matrix PNG
     and per-class CSV, written to output_dir (default: `evaluation/` beside the checkpoints
     folder). Returns the metrics, `per_class` (one row per class) and `output_dir`."""
-    from classic_cnns.views import confusion_figure, figure_to_png, per_class_accuracy
+    from classic_cnns.plotting import confusion_figure, to_png
+    from classic_cnns.views import per_class_accuracy
 
     model = load_classifier(ckpt_path)
     datamodule = build_datamodule(model.hparams.config, data_dir)
@@ -64,7 +65,7 @@ def evaluate(ckpt_path: str, output_dir: str | None = None, data_dir: str | None
     out = Path(output_dir) if output_dir else Path(ckpt_path).resolve().parent.parent / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out / "confusion_matrix.png").write_bytes(figure_to_png(confusion_figure(matrix, names)))
+    (out / "confusion_matrix.png").write_bytes(to_png(confusion_figure(matrix, names, f"test set, {Path(ckpt_path).name}")))
     with open(out / "per_class.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=["class", "images", "correct", "accuracy"])
         writer.writeheader()
@@ -156,7 +157,7 @@ INVERT = (True, False, "auto")
 
 
 @torch.no_grad()
-def predict(ckpt_path: str, inputs: str, topk: int = 3, invert: bool | str = "auto") -> Predictions:
+def predict(ckpt_path: str, inputs: str, topk: int = 3, invert: bool | str = "auto", data_dir: str | None = None) -> Predictions:
     """Top-k classes of every image in `inputs` (a file or a directory); a file that cannot be
     read gets its error and the others are still predicted.
 
@@ -166,7 +167,7 @@ def predict(ckpt_path: str, inputs: str, topk: int = 3, invert: bool | str = "au
         raise ClassicCNNsError(f"invert={invert!r} is not allowed: use true, false or auto")
     device = _device()
     model = load_classifier(ckpt_path).to(device)
-    datamodule = build_datamodule(model.hparams.config)
+    datamodule = build_datamodule(model.hparams.config, data_dir)
     info = model.hparams.data_info
     names, k = info["class_names"], min(topk, len(info["class_names"]))
     dark = datamodule.background == "dark"

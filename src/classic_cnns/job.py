@@ -10,7 +10,6 @@ configs use; every entry point (train.py, scripts/, the tests) calls it before c
 import hashlib
 import itertools
 import json
-import logging
 import os
 import random
 import secrets
@@ -29,15 +28,13 @@ from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from classic_cnns import ClassicCNNsError
+from classic_cnns import ClassicCNNsError, console, run_record
 from classic_cnns.checkpoint import read_checkpoint
 from classic_cnns.resume import check_resume
 
-log = logging.getLogger(__name__)
 
 MIN_FREE_BYTES = 200 * 2**20  # checkpoints of the paper's AlexNet are 0.7 GB; smaller nets a few MB
 LOCK_DIR = Path(tempfile.gettempdir()) / "classic_cnns_gpu_slots"  # per machine: all sweeps share it
@@ -46,13 +43,14 @@ LOCK_DIR = Path(tempfile.gettempdir()) / "classic_cnns_gpu_slots"  # per machine
 # --- resolvers ------------------------------------------------------------------------------
 def register_resolvers() -> None:
     """The resolvers conf/ uses: ${unique_id:}, ${safe_dirname:...}, ${auto_precision:...},
-    ${cuda_device_count:}. Hydra hands them on to its launchers' worker processes."""
+    ${cuda_device_count:}, ${tensorboard_run_name:}. Hydra hands them on to its launchers' worker processes."""
     # A short random id, cached like Hydra's ${now:}: run and sweep dirs stay unique even for
     # jobs started in the same second, and every job of a sweep sees the same value.
     OmegaConf.register_new_resolver("unique_id", lambda: secrets.token_hex(3), use_cache=True, replace=True)
     OmegaConf.register_new_resolver("safe_dirname", safe_dirname, replace=True)
     OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
     OmegaConf.register_new_resolver("cuda_device_count", cuda_device_count, replace=True)
+    OmegaConf.register_new_resolver("tensorboard_run_name", run_record.tensorboard_run_name, replace=True)
 
 
 def safe_dirname(name: str, limit: int = 120) -> str:
@@ -85,6 +83,7 @@ def start(cfg: DictConfig) -> tuple[int, dict[str, Any]]:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # Epoch metrics are summed over the DDP ranks before they are logged (ImageClassifier._log_epoch).
     warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
+    console.quiet_dependencies()
     output_dir = _writable_output_dir(Path(cfg.paths.output_dir))
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
@@ -254,13 +253,15 @@ def _ddp_ranks_run_this_job(trainer: L.Trainer):
 
 # --- after training ------------------------------------------------------------------------
 def finish(trainer: L.Trainer, config: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """On rank 0: metrics.json in the output dir, and one hparams record with the final metrics."""
+    """On rank 0: the hparams record with the final metrics, metrics.json in the output dir, and
+    the closing lines on the console."""
     if not trainer.is_global_zero:
         return
-    _log_hyperparams(trainer.loggers, config, metrics)
+    output_dir = Path(config["paths"]["output_dir"])
+    run_record.log_hparams(trainer.loggers, config, config["seed"], metrics)
     metrics = metrics | {"cpu_threads": torch.get_num_threads()}  # what this job's CPU work ran on
-    (Path(config["paths"]["output_dir"]) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    log.info("metrics: %s", {k: v for k, v in metrics.items() if "/" in k})
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    console.print_end(metrics, output_dir, tensorboard_dir=run_record.tensorboard_logdir(trainer, output_dir))
 
 
 def optimized(metrics: dict[str, Any], optimized_metric: str | Sequence[str]) -> float | list[float] | None:
@@ -269,26 +270,3 @@ def optimized(metrics: dict[str, Any], optimized_metric: str | Sequence[str]) ->
     if isinstance(optimized_metric, str):
         return metrics.get(optimized_metric)
     return [metrics.get(name) for name in optimized_metric]
-
-
-def _log_hyperparams(loggers, config: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """One hparams record per run, with the final metrics (TensorBoard's HPARAMS tab)."""
-    skip = ("paths", "logger", "callbacks", "trainer", "run_name", "seed")
-    params = {"choices": _group_choices(), "seed": config["seed"], **{k: v for k, v in config.items() if k not in skip}}
-    params["trainer"] = {key: config["trainer"].get(key) for key in ("max_epochs", "precision", "accelerator")}
-    final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items() if "/" in k}
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):  # links the metrics to the hparams record
-            logger.log_hyperparams(params, final)
-        else:
-            logger.log_hyperparams(params)
-            logger.log_metrics(final)
-        logger.save()
-
-
-def _group_choices() -> dict[str, str]:
-    """Which option of each config group this run uses (model=alexnet, pooling=avg, ...)."""
-    if not HydraConfig.initialized():
-        return {}
-    choices = HydraConfig.get().runtime.choices
-    return {group: str(option) for group, option in choices.items() if not group.startswith("hydra")}

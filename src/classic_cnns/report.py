@@ -8,20 +8,18 @@ one by Welch's t-test, so that "equivalent" and "worse" are tested statements.
 """
 
 import re
+import json
 from pathlib import Path
 
-import matplotlib
-import matplotlib.ticker
+import pandas as pd
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
-from scipy import stats  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+import numpy as np
+from scipy import stats
 
-from classic_cnns import ClassicCNNsError  # noqa: E402
+from classic_cnns import ClassicCNNsError
+from classic_cnns.plotting import bars_figure, curves_figure, save
 
 SEED_KEYS = ("seed",)
 ALPHA = 0.05  # significance level of the comparison with the best configuration
@@ -62,7 +60,7 @@ def _curves(job_dir: Path, job: str, configuration: str) -> list[dict]:
     the step of every epoch-level metric, which maps the metric to its epoch (validation may run
     only every few epochs)."""
     rows: dict[int, dict] = {}
-    for events_dir in (job_dir / "tensorboard").glob("*"):
+    for events_dir in sorted({events.parent for events in job_dir.rglob("events.out.tfevents.*")}):
         events = EventAccumulator(str(events_dir), size_guidance={"scalars": 0}).Reload()
         tags = events.Tags()["scalars"]
         epoch_at_step = {e.step: int(e.value) + 1 for e in reversed(events.Scalars("epoch"))} if "epoch" in tags else {}
@@ -84,7 +82,7 @@ def load_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[
         row = {"job": job_dir.name, "configuration": name, "overrides": " ".join(overrides)}
         metrics_file = job_dir / "metrics.json"
         if metrics_file.exists():
-            row |= {"status": "completed", **pd.read_json(metrics_file, typ="series").to_dict()}
+            row |= {"status": "completed", **json.loads(metrics_file.read_text())}  # (pandas' reader turns numbers into dates)
         else:
             error = job_dir / "error.txt"
             row |= {"status": "failed", "error": error.read_text().strip().splitlines()[-1] if error.exists() else "no metrics.json"}
@@ -106,21 +104,20 @@ def summarize_sweep(jobs: pd.DataFrame) -> pd.DataFrame:
     done = jobs[jobs["status"] == "completed"]
     if done.empty:
         return pd.DataFrame()
-    columns = dict(
-        runs=("job", "count"),
-        test_acc_mean=("test/acc", "mean"),
-        test_acc_std=("test/acc", "std"),
-        val_acc_mean=("val/acc", "mean"),
-        val_acc_std=("val/acc", "std"),
-        params=("params", "first"),
-        fit_seconds=("fit_seconds", "mean"),
-        epochs=("epochs", "mean"),
-    )
+    columns = dict(runs=("job", "count"))
+    for metric in ("test/acc", "val/acc"):  # runs with test=false have no test/acc
+        if metric in done:
+            name = metric.replace("/", "_")
+            columns |= {f"{name}_mean": (metric, "mean"), f"{name}_std": (metric, "std")}
+    columns |= dict(params=("params", "first"), fit_seconds=("fit_seconds", "mean"), epochs=("epochs", "mean"))
     if "epochs_to_target" in done:
         columns |= dict(to_target_mean=("epochs_to_target", "mean"), to_target_std=("epochs_to_target", "std"), to_target_runs=("epochs_to_target", "count"))
     columns |= {name: (name, "mean") for name in sorted(done.columns) if LRN_DIVISOR.fullmatch(name)}
     table = done.groupby("configuration", sort=False).agg(**columns)
-    table = table.fillna({"test_acc_std": 0.0, "val_acc_std": 0.0}).sort_values("test_acc_mean", ascending=False)
+    table = table.fillna({column: 0.0 for column in table if column.endswith("acc_std")})
+    if "test_acc_mean" not in table:  # test=false: ranked by validation accuracy, no test comparison
+        return table.sort_values("val_acc_mean", ascending=False)
+    table = table.sort_values("test_acc_mean", ascending=False)
     return table.join(compare_with_best(done, table.index[0]))
 
 
@@ -138,21 +135,6 @@ def compare_with_best(done: pd.DataFrame, best: str) -> pd.DataFrame:
                 p = float(stats.ttest_ind(values, accuracies[best], equal_var=False).pvalue)
         rows[configuration] = {"vs_best": difference, "p_vs_best": p, "significant": None if pd.isna(p) else bool(p < ALPHA)}
     return pd.DataFrame.from_dict(rows, orient="index")
-
-
-def _plot_curves(curves: pd.DataFrame, metric: str, path: Path, target: float | None = None) -> None:
-    figure, ax = plt.subplots(figsize=(7, 4.5))
-    for configuration, group in curves.groupby("configuration", sort=False):
-        mean = group.groupby("epoch")[metric].mean().dropna()
-        ax.plot(mean.index, mean.values, marker="o", label=configuration)
-    if target is not None:
-        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
-    ax.set(xlabel="epoch", ylabel=f"{metric} (mean over seeds)")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def _versus_best(name: str, difference: float, p: float, significant: bool | None, best: str) -> str:
@@ -182,37 +164,40 @@ def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None, tr
     lines = [f"# Sweep {sweep_dir}", "", f"{len(jobs)} jobs, {failures} failed; common overrides: `{' '.join(common) or 'none'}`.", ""]
     if not table.empty:
         shown = table.copy()
-        for metric in ("test_acc", "val_acc"):
+        for metric in [m for m in ("test_acc", "val_acc") if f"{m}_mean" in shown]:
             shown[metric.replace("_", " ")] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(shown.pop(f"{metric}_mean"), shown.pop(f"{metric}_std"))]
         if train_acc_target is not None:
             shown[f"epochs to train acc {train_acc_target:g}"] = [
                 (f"{m:.1f} ± {0.0 if pd.isna(s) else s:.1f}" if reached else "not reached") + (f" ({reached}/{runs} runs)" if reached < runs else "")
                 for m, s, reached, runs in zip(shown.pop("to_target_mean"), shown.pop("to_target_std"), shown.pop("to_target_runs"), shown["runs"])
             ]
-        shown["vs best"] = [_versus_best(name, d, p, sig, table.index[0]) for name, d, p, sig in zip(shown.index, shown.pop("vs_best"), shown.pop("p_vs_best"), shown.pop("significant"))]
+        if "vs_best" in shown:
+            shown["vs best"] = [_versus_best(name, d, p, sig, table.index[0]) for name, d, p, sig in zip(shown.index, shown.pop("vs_best"), shown.pop("p_vs_best"), shown.pop("significant"))]
         for layer in sorted({name.split("/")[0] for name in shown.columns if LRN_DIVISOR.fullmatch(name)}):
             median, largest = shown.pop(f"{layer}/divisor_median"), shown.pop(f"{layer}/divisor_max")
             shown[f"{layer} divisor/k^beta: median (max)"] = ["" if pd.isna(m) else f"{m:.3f} ({x:.3f})" for m, x in zip(median, largest)]
         shown["params"] = shown["params"].map(lambda n: f"{int(n):,}")
         shown["epochs"] = shown["epochs"].map(lambda e: f"{e:.3g}")  # a mean over seeds where runs stop early
         shown["fit s"] = shown.pop("fit_seconds").map(lambda s: f"{s:.1f}")
-        lines += [shown.reset_index().to_markdown(index=False), "", SIGNIFICANCE_NOTE, ""]
+        lines += [shown.reset_index().to_markdown(index=False), ""] + ([SIGNIFICANCE_NOTE, ""] if "vs best" in shown else [])
         if any(LRN_DIVISOR.fullmatch(name) for name in table.columns):
             lines += [LRN_NOTE, ""]
     failed = jobs[jobs["status"] == "failed"]
     if not failed.empty:
         lines += ["## Failed jobs", ""] + [f"- job {r.job} ({r.overrides}): {r.error}" for r in failed.itertuples()] + [""]
-    (out / "report.md").write_text("\n".join(lines))
-
+    plots = []
+    about = " ".join(common) or sweep_dir.name  # the second line of each plot's title
+    about = about if len(about) <= 80 else about[:79] + "…"
     for metric, target in (("val/acc", None), ("train/acc", train_acc_target)):
         if curves[metric].notna().any():
-            _plot_curves(curves, metric, out / f"{metric.replace('/', '_')}.png", target)
-    if not table.empty:
-        figure, ax = plt.subplots(figsize=(7, 0.4 * len(table) + 1.5))
-        ax.barh(table.index[::-1], table["test_acc_mean"][::-1], xerr=table["test_acc_std"][::-1], capsize=3)
-        ax.set(xlabel="test accuracy (mean ± std over seeds)")
-        ax.set_xlim(max(0.0, table["test_acc_mean"].min() - 3 * table["test_acc_std"].max() - 0.02), 1.0)
-        figure.tight_layout()
-        figure.savefig(out / "test_acc.png", dpi=100)
-        plt.close(figure)
+            title = f"{metric} per epoch\n{about}"
+            plots.append((title, save(curves_figure(curves, metric, title, target), out / f"{metric.replace('/', '_')}.png")))
+    if "test_acc_mean" in table:
+        low = table["test_acc_mean"].min() - 3 * table["test_acc_std"].max() - 0.02
+        title = f"test accuracy of the kept checkpoints\n{about}"
+        figure = bars_figure(table.index, table["test_acc_mean"], "test accuracy (mean ± std over seeds)", title, table["test_acc_std"], (max(0.0, low), 1.0))
+        plots.append((title, save(figure, out / "test_acc.png")))
+    if plots:
+        lines += ["## Plots", ""] + [f"![{title.splitlines()[0]}]({path.name})\n" for title, path in plots]
+    (out / "report.md").write_text("\n".join(lines))
     return out

@@ -29,6 +29,9 @@ class LayerRow:
 
     def cells(self) -> list[str]:
         geometry = [str(v) for v in self.geometry] if self.geometry else [""] * 5
+        if self.kind == "SamePad2d":  # P: the pixels it adds (before+after), O: the padded size
+            n, _, p, _, o = self.geometry
+            geometry[2], geometry[4] = f"+{p} ({p // 2}+{p - p // 2})", f"{o} = N+P"
         output = "x".join(str(d) for d in self.output)
         numbers = (f"{self.params:,}", f"{self.fixed:,}" if self.fixed else "", f"{self.connections:,}")
         return [self.name, self.kind, output, *numbers, *geometry]
@@ -107,17 +110,23 @@ def totals(rows: Sequence[LayerRow]) -> list[str]:
     ]  # fmt: skip
 
 
+PADDING_NOTE = "SamePad2d rows: P is the pixels the padding adds (before+after), O the padded size N + P."
+
+
 def to_markdown(rows: Sequence[LayerRow]) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
     lines.append("| " + " | ".join(f"**{c}**" if c else "" for c in totals(rows)) + " |")
+    if any(row.kind == "SamePad2d" for row in rows):
+        lines += ["", PADDING_NOTE]
     return "\n".join(lines)
 
 
 def to_rich(rows: Sequence[LayerRow], title: str = ""):
     from rich.table import Table
 
-    table = Table(title=title, show_footer=True)
+    caption = PADDING_NOTE if any(row.kind == "SamePad2d" for row in rows) else None
+    table = Table(title=title, caption=caption, show_footer=True)
     for column, footer in zip(HEADER, totals(rows)):
         numeric = column not in ("layer", "type", "output")
         table.add_column(column, footer=footer, justify="right" if numeric else "left")

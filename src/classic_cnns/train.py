@@ -3,7 +3,7 @@
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from classic_cnns import job
+from classic_cnns import console, job
 from classic_cnns.callbacks import require_finite
 from classic_cnns.checkpoint_io import AtomicCheckpointIO
 from classic_cnns.classifier import ImageClassifier
@@ -20,6 +20,7 @@ def train(cfg: DictConfig) -> float | list[float] | None:
     seed, config = job.start(cfg)
     datamodule: ImageDataModule = instantiate(cfg.data, seed=seed)
     net = build_network(cfg, datamodule)
+    console.print_start(cfg, net, datamodule)
     model = ImageClassifier(
         net=net,
         optimizer=instantiate(cfg.optimizer),
@@ -43,12 +44,13 @@ def train(cfg: DictConfig) -> float | list[float] | None:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         val_metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        (test_metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        test_metrics = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)[0] if cfg.test else {}
     metrics = {k: float(v) for k, v in (val_metrics | test_metrics).items()} | {
         "fit_seconds": fit_seconds,
         "epochs": trainer.current_epoch,
         "params": sum(p.numel() for p in net.parameters()),
         "seed": seed,
+        "tags": list(cfg.tags),
         "best_checkpoint": best,
     }
     require_finite(metrics)

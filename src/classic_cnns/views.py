@@ -5,51 +5,25 @@ fit (filters, feature maps, validation confusion matrix), and once after the tes
 confusion matrix, per-class accuracy, worst misclassified images). Nothing per step.
 """
 
-import io
-
 import lightning as L
-import matplotlib
+import torch
+import torch.nn.functional as F
+import yaml
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+from torchmetrics.classification import MulticlassConfusionMatrix
+from torchvision.utils import make_grid
 
-matplotlib.use("Agg")  # no display needed; figures go to TensorBoard and PNG files
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import yaml  # noqa: E402
-from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
-from torch import nn  # noqa: E402
-from torchmetrics.classification import MulticlassConfusionMatrix  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+from classic_cnns.plotting import confusion_figure, images_figure
+from classic_cnns.summary import summarize, to_markdown
 
 from classic_cnns.models.layers import stage  # noqa: E402
 from classic_cnns.summary import summarize, to_markdown  # noqa: E402
 
 
-def confusion_figure(matrix: torch.Tensor, class_names) -> plt.Figure:
-    """Confusion matrix (rows: true class, columns: predicted), counts in the cells."""
-    matrix = matrix.cpu()
-    figure, ax = plt.subplots(figsize=(6, 5.5))
-    ax.imshow(matrix.numpy(), cmap="Blues")
-    ticks = range(len(class_names))
-    ax.set_xticks(ticks, class_names, rotation=60, ha="right")
-    ax.set_yticks(ticks, class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for (i, j), count in zip(torch.cartesian_prod(torch.arange(len(matrix)), torch.arange(len(matrix))).tolist(), matrix.flatten().tolist()):
-        if count:
-            ax.text(j, i, int(count), ha="center", va="center", fontsize=7, color="white" if count > matrix.max() / 2 else "black")
-    figure.tight_layout()
-    return figure
-
 
 def per_class_accuracy(matrix: torch.Tensor) -> torch.Tensor:
     return matrix.diag() / matrix.sum(dim=1).clamp(min=1)
-
-
-def figure_to_png(figure: plt.Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
 
 
 def _normalized_grid(maps: torch.Tensor, nrow: int = 8) -> torch.Tensor:
@@ -110,9 +84,9 @@ class TensorBoardViews(L.Callback):
             return
         writer, step = self._writer(trainer), trainer.global_step
         names = pl_module.hparams.data_info["class_names"]
-        writer.add_figure("val/confusion_matrix", confusion_figure(matrix, names), step)
-        first_conv = next(m for m in pl_module.net.modules() if isinstance(m, nn.Conv2d))
-        writer.add_image("filters/first_conv", _normalized_grid(first_conv.weight), step)
+        writer.add_figure("val/confusion_matrix", confusion_figure(matrix, names, f"validation, epoch {trainer.current_epoch + 1}"), step)
+        first_conv = next(m for m in pl_module.net.features.modules() if stage(m) == "conv")
+        writer.add_image("filters/01_conv", _normalized_grid(first_conv.weight), step)
         for name, maps in self.feature_maps(pl_module.net, self.example).items():
             writer.add_image(f"feature_maps/{name}", _normalized_grid(maps.transpose(0, 1)), step)
         if self.log_histograms:
@@ -121,12 +95,13 @@ class TensorBoardViews(L.Callback):
 
     @staticmethod
     def feature_maps(net: nn.Module, example: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The maps of one example after every convolution and pooling of the feature extractor."""
+        """The maps of one example after every convolution and pooling of the feature extractor,
+        keyed by stage position and kind (`01_conv`, `02_pool`, ...)."""
         maps, hooks = {}, []
-        for index, (name, module) in enumerate(net.features.named_modules()):
-            if stage(module) in ("conv", "pool"):
-                label = f"{index:02d}_{name.replace('.', '_')}_{type(module).__name__}"
-                hooks.append(module.register_forward_hook(lambda m, i, out, label=label: maps.__setitem__(label, out[0:1].detach())))
+        stages = [(module, kind) for module in net.features.modules() if (kind := stage(module)) in ("conv", "pool")]
+        for position, (module, kind) in enumerate(stages, start=1):
+            label = f"{position:02d}_{kind}"
+            hooks.append(module.register_forward_hook(lambda m, i, out, label=label: maps.__setitem__(label, out[0:1].detach())))
         was_training = net.training
         net.eval()
         with torch.no_grad():
@@ -168,22 +143,16 @@ class TensorBoardViews(L.Callback):
             return
         writer, step = self._writer(trainer), trainer.global_step
         info = pl_module.hparams.data_info
-        writer.add_figure("test/confusion_matrix", confusion_figure(matrix, info["class_names"]), step)
+        writer.add_figure("test/confusion_matrix", confusion_figure(matrix, info["class_names"], "test set, kept checkpoint"), step)
         for name, accuracy in zip(info["class_names"], per_class_accuracy(matrix).tolist()):
             writer.add_scalar(f"test_per_class_acc/{name}", accuracy, step)
         if self.worst:
             writer.add_figure("test/worst_misclassified", self.mistakes_figure(info), step)
 
-    def mistakes_figure(self, info) -> plt.Figure:
-        columns = 4
-        rows = -(-len(self.worst) // columns)
-        figure, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.2 * rows), squeeze=False)
-        mean, std = torch.tensor(info["mean"]).view(-1, 1, 1), torch.tensor(info["std"]).view(-1, 1, 1)
-        for ax in axes.flat:
-            ax.axis("off")
-        for ax, (_, image, true, predicted, probability) in zip(axes.flat, self.worst):
-            pixels = (image.float() * std + mean).clamp(0, 1).permute(1, 2, 0).squeeze(-1)
-            ax.imshow(pixels.numpy(), cmap="gray" if pixels.ndim == 2 else None)
-            ax.set_title(f"{info['class_names'][true]} -> {info['class_names'][predicted]} ({probability:.2f})", fontsize=8)
+    def mistakes_figure(self, info):
+        names = info["class_names"]
+        titles = [f"{names[true]} -> {names[predicted]} ({probability:.2f})" for _, _, true, predicted, probability in self.worst]
+        figure = images_figure([image for _, image, *_ in self.worst], titles, info["mean"], info["std"])
+        figure.suptitle("worst misclassified test images: true -> predicted (probability)", fontsize=9)
         figure.tight_layout()
         return figure

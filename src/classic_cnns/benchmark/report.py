@@ -111,10 +111,7 @@ def section(name: str, results: Sequence[Result], machine_text: str, command: st
 
 def bar_chart(results: Sequence[Result], title: str, path: Path) -> None:
     """Median training images/s of each way, the bars' whiskers the min-max over the repeats."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from classic_cnns.plotting import plt, save
 
     runs = by_way(results)
     ways = list(runs)[::-1]
@@ -126,9 +123,7 @@ def bar_chart(results: Sequence[Result], title: str, path: Path) -> None:
     ax.set_xlabel(f"training images/s (steady epochs; median, min-max of {min(map(len, speeds))} runs)")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path, dpi=120)
 
 
 def write_section(doc: Path, name: str, body: str) -> None:

@@ -29,6 +29,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from classic_cnns.config import ConfigError, check_network_builds, validate
+from classic_cnns.console import print_sweep_end
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class CheckedSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         (sweep_dir / "sweep_summary.json").write_text(json.dumps(list(entries), indent=2, default=str) + "\n")
         failed = [f"  job {e['job']} ({' '.join(e['overrides'])}): {e['error']}" for e in entries if e["status"] == "failed"]
+        print_sweep_end(sweep_dir, len(entries) - len(failed), len(failed))
         if failed:
             log.error("%d of %d jobs failed:\n%s", len(failed), len(entries), "\n".join(failed))
             raise SystemExit(1)

@@ -1,0 +1,96 @@
+"""Every figure of the project: TensorBoard views, evaluation, sweep reports, benchmark charts.
+
+The one place that selects matplotlib's backend (Agg: no display; figures go to TensorBoard and
+PNG files). Each function returns a titled figure; `save` and `to_png` write and close it.
+"""
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import torch  # noqa: E402
+
+Figure = plt.Figure
+
+
+def to_png(figure: Figure, dpi: int = 100) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def save(figure: Figure, path: Path, dpi: int = 100) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+    return path
+
+
+def confusion_figure(matrix: torch.Tensor, class_names: Sequence[str], title: str = "confusion matrix") -> Figure:
+    """Confusion matrix (rows: true class, columns: predicted), counts in the cells."""
+    matrix = matrix.cpu()
+    figure, ax = plt.subplots(figsize=(6, 5.5))
+    ax.imshow(matrix.numpy(), cmap="Blues")
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=60, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    for (i, j), count in zip(torch.cartesian_prod(torch.arange(len(matrix)), torch.arange(len(matrix))).tolist(), matrix.flatten().tolist()):
+        if count:
+            ax.text(j, i, int(count), ha="center", va="center", fontsize=7, color="white" if count > matrix.max() / 2 else "black")
+    figure.tight_layout()
+    return figure
+
+
+def images_figure(images: Sequence[torch.Tensor], titles: Sequence[str], mean, std, columns: int = 4) -> Figure:
+    """Normalized (C, H, W) images shown as they were before normalization, one title each."""
+    rows = -(-len(images) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.2 * rows), squeeze=False)
+    mean, std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles):
+        pixels = (image.float() * std + mean).clamp(0, 1).permute(1, 2, 0).squeeze(-1)
+        ax.imshow(pixels.numpy(), cmap="gray" if pixels.ndim == 2 else None)
+        ax.set_title(title, fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def curves_figure(curves, metric: str, title: str, target: float | None = None) -> Figure:
+    """`metric` per epoch for each configuration of a sweep (a DataFrame with columns
+    configuration, job, epoch, metric): the mean over its seeds as a line, their minimum to
+    maximum as a band, so that one bad seed shows."""
+    figure, ax = plt.subplots(figsize=(7, 4.5))
+    for configuration, group in curves.groupby("configuration", sort=False):
+        per_epoch = group.groupby("epoch")[metric].agg(["mean", "min", "max", "count"]).dropna()
+        (line,) = ax.plot(per_epoch.index, per_epoch["mean"], marker="o", label=configuration)
+        if (per_epoch["count"] > 1).any():
+            ax.fill_between(per_epoch.index, per_epoch["min"], per_epoch["max"], color=line.get_color(), alpha=0.2, linewidth=0)
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
+    ax.set(xlabel="epoch", ylabel=metric)
+    ax.set_title(title, fontsize=10)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.legend(fontsize=7, title="line: mean over seeds\nband: their min to max", title_fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def bars_figure(labels: Sequence[str], values: Sequence[float], xlabel: str, title: str, errors: Sequence[float] | None = None, xlim: tuple[float, float] | None = None) -> Figure:
+    """Horizontal bars, the first label on top (optionally with error bars)."""
+    figure, ax = plt.subplots(figsize=(7, 0.4 * len(labels) + 1.6))
+    ax.barh(list(labels)[::-1], list(values)[::-1], xerr=list(errors)[::-1] if errors is not None else None, capsize=3, color="tab:blue")
+    ax.set(xlabel=xlabel)
+    ax.set_title(title, fontsize=10)
+    if xlim:
+        ax.set_xlim(*xlim)
+    figure.tight_layout()
+    return figure
