@@ -17,12 +17,14 @@ from rich.console import Console
 from rich.table import Table
 
 from classic_cnns.cli import NO_RUN_DIR, exit_on_user_error
+from classic_cnns.config import validate
 from classic_cnns.inference import predict, write_predictions_csv
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
+        validate(cfg)
         predictions = predict(cfg.ckpt_path, cfg.inputs, cfg.topk, cfg.invert)
     if predictions.expects:
         print(predictions.expects)

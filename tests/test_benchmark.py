@@ -22,6 +22,7 @@ from .conftest import ROOT, write_cifar10
 def test_benchmark_script_repeats_each_way_interleaved_under_the_same_switches(data_dir, tmp_path):
     args = [
         "trainer=debug", "trainer.max_epochs=2", "data.batch_size=32", "data.val_size=40", "data.eval_batch_size=50",
+        "data.crop_padding=2", "model.dropout=0.3",  # random crops and dropout masks: the same draws in every way
         "benchmark.max_batches=3", "benchmark.target=0.0", "benchmark.name=tiny", "benchmark.repeats=2", "benchmark.doc=null",
     ]  # fmt: skip
     env = {**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir)}
@@ -38,7 +39,7 @@ def test_benchmark_script_repeats_each_way_interleaved_under_the_same_switches(d
     # the same switches while each run trained: cuDNN benchmark as trainer.benchmark, anomaly detection as trainer=debug's
     assert runs[0].switches["cudnn.benchmark"] is True and runs[0].switches["detect_anomaly"] is True
     assert all(r.switches == runs[0].switches for r in runs)
-    # the resident loop and train.py do the same work: same data order, same steps, same weights
+    # the resident loop and train.py do the same work: same data order, crops, dropout masks, steps, weights
     for repeat in (0, 1):
         resident, lightning = (next(r for r in runs if (r.repeat, r.way) == (repeat, w)) for w in ways[1:])
         assert resident.val_acc == pytest.approx(lightning.val_acc, abs=1e-6)

@@ -165,6 +165,16 @@ def test_device_batches_give_every_ddp_rank_its_own_equal_share(tmp_path):
     assert [len(_ids(b)) for b in test] == [17, 17, 17]
 
 
+def test_one_batch_size_rule_for_both_placements(tmp_path):
+    write_mnist(tmp_path, n_train=100, n_test=20)
+    for placement in ("device", "dataloader"):
+        dm = MNISTDataModule(tmp_path, val_size=20, batch_size=16, eval_batch_size=7, placement=placement)
+        dm.setup()
+        assert [len(y) for _, y in dm.train_dataloader()] == [16] * 5, placement  # 80 training images
+        assert [len(y) for _, y in dm.val_dataloader()] == [7, 7, 6], placement
+        assert [len(y) for _, y in dm.test_dataloader()] == [7, 7, 6], placement
+
+
 def test_placement_picks_the_loader(tmp_path):
     write_mnist(tmp_path, n_train=100, n_test=20)
     device = MNISTDataModule(tmp_path, val_size=20, batch_size=32)

@@ -7,13 +7,21 @@ from torch import nn
 
 from classic_cnns import ClassicCNNsError
 from classic_cnns.config import build_network
-from classic_cnns.models import AlexNet, LeNet5
-from classic_cnns.models.layers import LocalResponseNorm, MinPool2d, SamePad2d, Subsampling2d, conv2d, lrn_divisor_spread, make_norm, make_pool
+from classic_cnns.models import AlexNet, LayerChoices, LeNet5
+from classic_cnns.models.layers import (
+    LocalResponseNorm, MinPool2d, SamePad2d, Subsampling2d, conv2d, lrn_divisor_spread, make_norm, make_pool, stage,
+)
 
 CIFAR_ALEXNET = dict(  # conf/model/alexnet.yaml
-    widths=(64, 192, 384, 256, 256), kernel_sizes=(3, 5, 3, 3, 3), strides=(1,) * 5,
-    hidden_features=1024, padding="same", norm="batch",
+    widths=(64, 192, 384, 256, 256), kernel_sizes=(3, 5, 3, 3, 3), strides=(1,) * 5, hidden_features=1024,
 )
+CIFAR_LAYERS = dict(padding="same", norm="batch")  # its layer choices
+
+
+def cifar_alexnet(**kwargs) -> AlexNet:
+    """conf/model/alexnet.yaml; keyword arguments of LayerChoices go to its `layers`."""
+    choices = {key: kwargs.pop(key) for key in list(kwargs) if key in LayerChoices.__dataclass_fields__}
+    return AlexNet(**{**CIFAR_ALEXNET, **kwargs}, layers=LayerChoices(**{**CIFAR_LAYERS, **choices}))
 
 
 def n_params(model: nn.Module) -> int:
@@ -22,7 +30,7 @@ def n_params(model: nn.Module) -> int:
 
 @pytest.mark.parametrize("size", [28, 32, 224, 227])
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("build", [LeNet5, lambda **kw: AlexNet(**CIFAR_ALEXNET, **kw)], ids=["lenet5", "alexnet_cifar"])
+@pytest.mark.parametrize("build", [LeNet5, cifar_alexnet], ids=["lenet5", "alexnet_cifar"])
 def test_output_shape_for_every_input_size(build, size, channels):
     model = build(in_channels=channels, num_classes=7, input_size=(size, size)).eval()
     assert model(torch.zeros(2, channels, size, size)).shape == (2, 7)
@@ -52,8 +60,8 @@ def test_lenet5_default_has_the_classic_16x5x5_features_on_28x28():
 
 
 def test_classifier_is_sized_from_the_features():
-    assert LeNet5(padding="valid").classifier[1].in_features == 16 * 4 * 4  # 28-24-12-8-4
-    assert LeNet5(padding="same").classifier[1].in_features == 16 * 7 * 7  # 28-28-14-14-7
+    assert LeNet5(layers=LayerChoices(padding="valid")).classifier[1].in_features == 16 * 4 * 4  # 28-24-12-8-4
+    assert LeNet5(layers=LayerChoices(padding="same")).classifier[1].in_features == 16 * 7 * 7  # 28-28-14-14-7
     assert LeNet5(input_size=(64, 64)).classifier[1].in_features == 16 * 14 * 14  # 64-64-32-28-14
 
 
@@ -70,10 +78,25 @@ def test_min_pooling_is_minus_max_of_minus_x():
     assert not torch.equal(out, make_pool("max", 3, 2, 2)(x))
 
 
+def test_lp_pooling_is_the_power_average():
+    x = torch.randn(2, 3, 8, 8)
+    pool = LayerChoices(pooling="lp").pool_layer(3, 2, 2)
+    windows = x.unfold(2, 2, 2).unfold(3, 2, 2)
+    torch.testing.assert_close(pool(x), windows.square().sum(dim=(-1, -2)).sqrt())  # (sum of x^p)^(1/p), p = 2
+
+
+def test_pooling_config_builds_the_layer_choices_both_networks_take(make_cfg):
+    for model in ("lenet5", "alexnet"):
+        cfg = make_cfg(f"model={model}", "pooling=lp", "activation=tanh")
+        net = instantiate(cfg.model, in_channels=1, num_classes=10, input_size=(32, 32))
+        assert [type(m) for m in net.features if stage(m) == "pool"] == [nn.LPPool2d] * (2 if model == "lenet5" else 3)
+        assert sum(isinstance(m, nn.Tanh) for m in net.modules()) == (4 if model == "lenet5" else 7)
+
+
 @pytest.mark.parametrize("pooling", ["max", "avg", "min"])
 def test_pooling_choice_reaches_both_networks(pooling):
     kinds = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "min": MinPool2d}
-    for model in (LeNet5(pooling=pooling), AlexNet(pooling=pooling, **{**CIFAR_ALEXNET, "input_size": (32, 32)})):
+    for model in (LeNet5(layers=LayerChoices(pooling=pooling)), cifar_alexnet(pooling=pooling, input_size=(32, 32))):
         pools = [m for m in model.features if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
         assert pools and all(type(m) is kinds[pooling] for m in pools)
 
@@ -82,7 +105,7 @@ def test_pool_geometry_defaults_and_overrides():
     assert LeNet5().features[3].kernel_size == 2 and LeNet5().features[3].stride == 2
     alexnet_pool = AlexNet().features[3]
     assert (alexnet_pool.kernel_size, alexnet_pool.stride) == (3, 2)  # overlapping
-    assert LeNet5(pool_kernel_size=3, pool_stride=2).features[3].kernel_size == 3
+    assert LeNet5(layers=LayerChoices(pool_kernel_size=3, pool_stride=2)).features[3].kernel_size == 3
 
 
 @pytest.mark.parametrize(
@@ -91,14 +114,15 @@ def test_pool_geometry_defaults_and_overrides():
         (dict(pooling="median"), "unknown pooling 'median'; choose one of: max, avg, min, subsampling"),
         (dict(activation="gelu"), "unknown activation 'gelu'; choose one of: relu, tanh, sigmoid, scaled_tanh"),
         (dict(padding_mode="mirror"), "unknown padding mode 'mirror'; choose one of: zeros, reflect"),
-        (dict(output="softmax"), "unknown output 'softmax'"),
+        (dict(output="softmax"), "unknown output 'softmax'"),  # LeNet5's own argument
         (dict(norm="group"), "unknown norm 'group'; choose one of: none, batch, lrn"),
         (dict(padding="full"), "unknown padding 'full'"),
     ],
 )
 def test_unknown_choice_lists_the_valid_ones(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        LeNet5(**kwargs)
+        choices = {key: value for key, value in kwargs.items() if key in LayerChoices.__dataclass_fields__}
+        LeNet5(layers=LayerChoices(**choices), **{key: kwargs[key] for key in kwargs.keys() - choices.keys()})
 
 
 def test_conv_padding_choices():
@@ -130,8 +154,8 @@ def test_lrn_only_after_conv1_and_conv2_batch_norm_after_every_conv():
         return sum(isinstance(m, kind) for m in model.features)
 
     assert count(AlexNet(), LocalResponseNorm) == 2
-    assert count(AlexNet(norm="batch"), nn.BatchNorm2d) == 5
-    assert count(LeNet5(norm="batch"), nn.BatchNorm2d) == 2
+    assert count(AlexNet(layers=LayerChoices(norm="batch")), nn.BatchNorm2d) == 5
+    assert count(LeNet5(layers=LayerChoices(norm="batch")), nn.BatchNorm2d) == 2
 
 
 def test_lrn_is_the_papers_formula():
@@ -148,14 +172,14 @@ def test_lrn_is_the_papers_formula():
 
 
 def test_lrn_divisor_spread_says_whether_lrn_was_more_than_a_constant_factor():
-    net = AlexNet(**{**CIFAR_ALEXNET, "norm": "lrn", "widths": (8, 8, 8, 8, 8), "hidden_features": 8}, input_size=(32, 32))
+    net = cifar_alexnet(norm="lrn", widths=(8, 8, 8, 8, 8), hidden_features=8, input_size=(32, 32))
     torch.manual_seed(0)
     x = torch.randn(4, 3, 32, 32)
     unit, paper = lrn_divisor_spread(net, x), lrn_divisor_spread(net, x * 64)  # unit variance vs 0-255 values
     assert set(unit) == {"lrn1/divisor_median", "lrn1/divisor_max", "lrn2/divisor_median", "lrn2/divisor_max"}
     assert 1.0 <= unit["lrn1/divisor_median"] <= unit["lrn1/divisor_max"] < 1.01  # k=2 dominates: a constant factor
     assert paper["lrn1/divisor_max"] > 1.1
-    assert lrn_divisor_spread(AlexNet(**CIFAR_ALEXNET, input_size=(32, 32)), x) == {}  # no LRN, nothing to say
+    assert lrn_divisor_spread(cifar_alexnet(input_size=(32, 32)), x) == {}  # no LRN, nothing to say
 
 
 def per_layer_params(model: nn.Module) -> list[int]:
@@ -163,9 +187,8 @@ def per_layer_params(model: nn.Module) -> list[int]:
 
 
 def lenet5_1998() -> LeNet5:  # conf/model/lenet5_1998.yaml on 32x32 input
-    return LeNet5(
-        input_size=(32, 32), c1_padding=0, activation="scaled_tanh", pooling="subsampling", c3_table=True, output="rbf"
-    )
+    layers = LayerChoices(activation="scaled_tanh", pooling="subsampling")
+    return LeNet5(input_size=(32, 32), layers=layers, c1_padding=0, c3_table=True, output="rbf")
 
 
 def test_lenet5_1998_has_exactly_the_papers_parameters():
@@ -211,17 +234,19 @@ def test_rbf_output_is_minus_squared_distance_to_fixed_bitmaps():
 
 def test_alexnet_two_gpu_split_and_torchvision_variant():
     assert n_params(AlexNet(groups=2)) == 60_965_224
-    torchvision_style = AlexNet(widths=(64, 192, 384, 256, 256), paddings=(2, 2, 1, 1, 1), norm="none", input_size=(224, 224))
+    torchvision_style = AlexNet(
+        widths=(64, 192, 384, 256, 256), paddings=(2, 2, 1, 1, 1), layers=LayerChoices(norm="none"), input_size=(224, 224)
+    )
     assert n_params(torchvision_style) == 61_100_840  # torchvision.models.alexnet()
 
 
-@pytest.mark.parametrize("pooling", ["max", "avg", "min", "subsampling"])
+@pytest.mark.parametrize("pooling", ["max", "avg", "min", "subsampling", "lp"])
 @pytest.mark.parametrize("padding", ["valid", "same", 1])
 @pytest.mark.parametrize("size", [28, 32])
 def test_every_pooling_and_padding_on_both_networks(pooling, padding, size):
-    lenet = LeNet5(input_size=(size, size), pooling=pooling, padding=padding).eval()
+    lenet = LeNet5(input_size=(size, size), layers=LayerChoices(pooling=pooling, padding=padding)).eval()
     assert lenet(torch.zeros(1, 1, size, size)).shape == (1, 10)
-    build = lambda: AlexNet(**{**CIFAR_ALEXNET, "padding": padding}, pooling=pooling, input_size=(size, size))
+    build = lambda: cifar_alexnet(padding=padding, pooling=pooling, input_size=(size, size))
     if padding == "valid":  # five unpadded convolutions and three pools leave nothing of 32x32
         with pytest.raises(ValueError, match="too small"):
             build()

@@ -35,7 +35,7 @@ def test_a_failed_trial_is_recorded_and_the_study_goes_on(data_dir, tmp_path):
     poison = ["+callbacks.poison._target_=tests.test_reliability.PoisonWeightsAtEpoch", "+callbacks.poison.epoch=0"]
     result = run_cli(
         *SEARCH, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}", *poison,
-        "callbacks.divergence_guard.check_every_n_steps=1", "trainer.detect_anomaly=false",
+        "trainer.detect_anomaly=false",
         data_dir=data_dir, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 1 and "2 of 2 trials failed" in result.stdout + result.stderr

@@ -93,7 +93,7 @@ def test_a_network_that_cannot_be_built_is_a_config_error_naming_the_fix(make_cf
 
 def test_activation_study_runs_alexnet_without_any_regularization_as_in_the_paper(make_cfg):
     cfg = make_cfg("experiment=study_activation", "activation=tanh")
-    assert cfg.model._target_.endswith("AlexNet") and cfg.model.norm == "none" and cfg.model.activation == "tanh"
+    assert cfg.model._target_.endswith("AlexNet") and cfg.model.layers.norm == "none" and cfg.model.layers.activation == "tanh"
     assert cfg.model.dropout == 0 and cfg.optimizer.weight_decay == 0
     assert cfg.data.crop_padding == 0 and not cfg.data.horizontal_flip
     assert cfg.scheduler == {} and cfg.trainer.max_epochs == 30  # constant lr: epochs to the target do not depend on max_epochs
@@ -108,7 +108,7 @@ def test_activation_study_stops_each_run_once_training_accuracy_reaches_the_targ
 def test_fast_configs_validate_once_at_the_end_and_test_the_final_model(make_cfg, experiment, model):
     cfg = make_cfg(f"experiment={experiment}")
     validate(cfg)
-    assert cfg.model._target_.endswith(model) and cfg.model.norm == "batch"
+    assert cfg.model._target_.endswith(model) and cfg.model.layers.norm == "batch"
     assert cfg.trainer.check_val_every_n_epoch == cfg.trainer.max_epochs > 1
     assert cfg.callbacks.views is None and cfg.callbacks.model_checkpoint.monitor == "val/acc"
 

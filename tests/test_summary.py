@@ -5,7 +5,7 @@ import sys
 import pytest
 from hydra.utils import instantiate
 
-from classic_cnns.models import AlexNet
+from classic_cnns.models import AlexNet, LayerChoices
 from classic_cnns.summary import summarize, to_markdown
 
 from .conftest import ROOT
@@ -40,8 +40,15 @@ def test_alexnet_summary_widths_and_total():
     assert sum(r.params for r in rows) == 62_378_344
 
 
+def test_summary_measures_with_forward_hooks_and_leaves_the_network_as_it_was():
+    net = AlexNet(layers=LayerChoices(norm="lrn", pooling="lp")).train()
+    rows = summarize(net, 3, (227, 227))
+    assert [r.kind for r in rows if r.geometry and r.kind != "Conv2d"] == ["LPPool2d"] * 3  # stages from the registry
+    assert net.training and not any(module._forward_hooks for module in net.modules())  # hooks removed
+
+
 def test_summary_of_strided_same_padding_shows_the_added_pixels():
-    rows = summarize(AlexNet(padding="same"), 3, (227, 227))
+    rows = summarize(AlexNet(layers=LayerChoices(norm="lrn", padding="same")), 3, (227, 227))
     assert rows[0].kind == "SamePad2d" and rows[0].geometry == (227, 11, 8, 4, 235)  # 4 * (57 - 1) + 11 - 227 = 8
     assert rows[1].geometry == (235, 11, 0, 4, 57)  # ceil(227 / 4) = 57
 

@@ -51,14 +51,14 @@ def payloads(tmp_path: Path) -> dict[str, tuple[str, dict, str]]:
     write_text = {"_target_": "pathlib.Path.write_text", "data": "code ran"}
     return {
         "nested_write_text": (
-            "model.activation",
+            "model.layers",
             write_text | {"self": {"_target_": "pathlib.Path", "_args_": [str(tmp_path / "nested_write_text")]}},
-            "config.model.activation holds a nested _target_ ('pathlib.Path.write_text')",
+            "config.model.layers holds a nested _target_ ('pathlib.Path.write_text')",
         ),
         "staged_pickle": (
-            "model.norm",
+            "model.dropout",
             {"_target_": "torch.load", "f": str(staged), "weights_only": False},
-            "config.model.norm holds a nested _target_ ('torch.load')",
+            "config.model.dropout holds a nested _target_ ('torch.load')",
         ),
         "foreign_data_target": (
             "data",

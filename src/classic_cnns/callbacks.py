@@ -10,26 +10,59 @@ class TrainingDivergedError(ClassicCNNsError):
     pass
 
 
-class DivergenceGuard(L.Callback):
-    """Stop a run whose training loss became NaN or infinite, before the next checkpoint.
+def diverged_advice(what: str) -> str:
+    return (
+        f"{what}. Lower optimizer.lr, train in full precision (trainer.precision=32-true) or clip "
+        "gradients (+trainer.gradient_clip_val=1.0)"
+    )
 
-    The loss is read every `check_every_n_steps` steps only (one GPU sync each): once the
-    weights are NaN the loss stays NaN, so the delay costs nothing but a few wasted steps.
-    The best checkpoint, chosen on validation accuracy, is never replaced by a diverged model.
+
+class DivergenceGuard(L.Callback):
+    """Stop a run whose training loss became NaN or infinite; never save a checkpoint of it.
+
+    Every step folds `isfinite(loss)` into one flag on the device (no GPU sync); the flag and
+    the weights are read once before every checkpoint is written and at the end of every
+    epoch (one sync each, agreed across DDP ranks). A diverged run stops with an error there, and the checkpoints written before stay
+    as they were.
     """
 
-    def __init__(self, check_every_n_steps: int = 50) -> None:
-        self.check_every_n_steps = check_every_n_steps
+    def __init__(self) -> None:
+        self._finite: torch.Tensor | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.check_every_n_steps:
-            return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if not torch.isfinite(loss).item():
-            lr = trainer.optimizers[0].param_groups[0]["lr"]
-            raise TrainingDivergedError(
-                f"the training loss became {loss.item()} at step {trainer.global_step} (epoch "
-                f"{trainer.current_epoch}, learning rate {lr:.3g}). Lower optimizer.lr, train in full "
-                f"precision (trainer.precision=32-true) or clip gradients (+trainer.gradient_clip_val=1.0). "
-                f"The checkpoints written before this point are kept."
+        finite = torch.isfinite(loss.detach()).all()
+        self._finite = finite if self._finite is None else self._finite & finite
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self._check(trainer, pl_module, weights=True)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check(trainer, pl_module, weights=False)
+
+    def _check(self, trainer, pl_module, weights: bool) -> None:
+        flags = [self._finite] if self._finite is not None else []
+        if weights:
+            flags += [t.isfinite().all() for t in pl_module.state_dict().values() if t.is_floating_point()]
+        finite = bool(torch.stack([f.to(flags[0].device) for f in flags]).all()) if flags else True
+        if trainer.strategy.reduce_boolean_decision(finite, all=True):  # every DDP rank stops, or none
+            return
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        raise TrainingDivergedError(
+            diverged_advice(
+                f"training diverged in epoch {trainer.current_epoch} (by step {trainer.global_step}, "
+                f"learning rate {lr:.3g}): the loss or the weights became NaN or infinite, so no "
+                "checkpoint of it is written"
             )
+            + ". The checkpoints written before this point are kept"
+        )
+
+
+def require_finite(metrics: dict) -> None:
+    """A NaN or infinite final metric means the run diverged: an error, never a result."""
+    bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not torch.isfinite(torch.tensor(v))}
+    if bad:
+        raise TrainingDivergedError(
+            diverged_advice(f"the run diverged: {', '.join(f'{k}={v}' for k, v in bad.items())}")
+            + "; no metrics.json is written"
+        )

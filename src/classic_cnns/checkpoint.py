@@ -32,9 +32,11 @@ def _exported(package, base: type, exclude: tuple[type, ...] = ()) -> dict[str, 
     }
 
 
-# What a checkpoint may rebuild: the networks and data modules the project exports.
+# What a checkpoint may rebuild: the networks and data modules the project exports, and the
+# one config object a network takes as an argument (model.layers, built from plain values too).
 NETWORKS = _exported(models, nn.Module)
 DATA_MODULES = _exported(data, ImageDataModule, exclude=(ImageDataModule,))
+NETWORK_ARGUMENTS = {"classic_cnns.models.LayerChoices": models.LayerChoices}
 PLAIN = (str, int, float, bool, type(None))
 
 
@@ -61,7 +63,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} is not a checkpoint written by classic-cnns' train ({type(error).__name__}: {first_line})"
         ) from None
     try:
-        _allowed_call(config.get("model"), "config.model", NETWORKS)
+        _allowed_call(config.get("model"), "config.model", NETWORKS, NETWORK_ARGUMENTS)
         _allowed_call(config.get("data"), "config.data", DATA_MODULES)
         _check_plain(info, "data_info", mappings=True)
         _check_callback_paths(checkpoint.get("callbacks") or {})
@@ -79,7 +81,7 @@ def load_classifier(path: str | Path, map_location: str = "cpu") -> ImageClassif
     checkpoint = read_checkpoint(path, map_location)
     hparams = checkpoint["hyper_parameters"]
     config, info = hparams["config"], hparams["data_info"]
-    cls, arguments = _allowed_call(config["model"], "config.model", NETWORKS)
+    cls, arguments = _allowed_call(config["model"], "config.model", NETWORKS, NETWORK_ARGUMENTS)
     try:
         no_download = {"pretrained": False} if "pretrained" in arguments else {}  # the checkpoint holds the weights
         net = cls(
@@ -99,12 +101,19 @@ def build_datamodule(config: dict[str, Any], data_dir: str | None = None) -> Ima
     cls, arguments = _allowed_call(config["data"], "config.data", DATA_MODULES)
     if data_dir:
         arguments["data_dir"] = data_dir
-    return cls(**arguments)
+    try:
+        return cls(**arguments)
+    except (TypeError, ValueError, RuntimeError) as error:
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ClassicCNNsError(f"the checkpoint's config.data cannot be rebuilt ({type(error).__name__}: {first_line})") from None
 
 
-def _allowed_call(spec: Any, key: str, allowed: dict[str, type]) -> tuple[type, dict[str, Any]]:
+def _allowed_call(
+    spec: Any, key: str, allowed: dict[str, type], nested: dict[str, type] | None = None
+) -> tuple[type, dict[str, Any]]:
     """The class and keyword arguments that `spec` (a config node with `_target_`) asks for,
-    when the class is in `allowed` and every argument is one of its parameters with a plain value."""
+    when the class is in `allowed` and every argument is one of its parameters with a plain value,
+    or a node of a class in `nested` with plain values (built here: a LayerChoices runs no code)."""
     if not isinstance(spec, dict):
         raise UnsafeCheckpointError(f"{key} is a {type(spec).__name__}, not a config node with a _target_")
     target = spec.get("_target_")
@@ -120,7 +129,14 @@ def _allowed_call(spec: Any, key: str, allowed: dict[str, type]) -> tuple[type, 
             continue
         if name.startswith("_") or name not in parameters:
             raise UnsafeCheckpointError(f"{key}.{name} is not an argument of {target}")
-        _check_plain(value, f"{key}.{name}")
+        if nested and isinstance(value, dict) and value.get("_target_") in nested:
+            inner_cls, inner_arguments = _allowed_call(value, f"{key}.{name}", nested)
+            try:
+                value = inner_cls(**inner_arguments)
+            except (TypeError, ValueError) as error:
+                raise UnsafeCheckpointError(f"{key}.{name} cannot be built ({error})") from None
+        else:
+            _check_plain(value, f"{key}.{name}")
         arguments[name] = value
     return cls, arguments
 

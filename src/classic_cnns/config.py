@@ -1,16 +1,18 @@
 """Checks of a composed config, run before a job starts (and, in a multirun, before any job starts).
 
 Hydra already refuses unknown keys (struct mode) and unknown options of a group
-(`pooling=median`); these checks add the values: types, ranges and layer names set by key.
+(`pooling=median`); these checks add the values: types, ranges and layer names set by key,
+arguments added with `+` that the class does not take, and values that must fit the data set.
 """
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from classic_cnns import ClassicCNNsError
 from classic_cnns.data.base import PLACEMENTS, SCALES
@@ -64,7 +66,10 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "channels_last": ((lambda v: v in (None, True, False)), "null, true or false"),
     "compile": ((lambda v: isinstance(v, bool)), "true or false"),
     "float32_matmul_precision": _one_of(["highest", "high", "medium"]),
+    "topk": _int(1),  # scripts/predict.py
 }
+
+INSTANTIATED = ("model", "data", "optimizer", "scheduler")  # groups whose keys are a class's arguments
 
 
 def validate(cfg: DictConfig) -> None:
@@ -76,8 +81,59 @@ def validate(cfg: DictConfig) -> None:
             continue
         if not check(value):
             problems.append(f"{key}={value!r} is not allowed: use {allowed}")
+    problems += _unknown_arguments(cfg) + _data_set_fit(cfg)
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def _unknown_arguments(cfg: DictConfig) -> list[str]:
+    """Keys such as `+optimizer.lrr=0.1` that the group's `_target_` does not take (found here,
+    not when the optimizer is built after training started)."""
+    problems = []
+    for group in INSTANTIATED:
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        try:
+            parameters = inspect.signature(get_object(node._target_)).parameters
+        except Exception as error:
+            problems.append(f"{group}._target_={node._target_!r} cannot be loaded ({type(error).__name__}: {error})")
+            continue
+        if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+            continue
+        for key in node:
+            if not str(key).startswith("_") and key not in parameters:
+                value = OmegaConf.select(node, str(key), throw_on_resolution_failure=False)
+                arguments = ", ".join(name for name in parameters if name not in ("self", "params"))
+                problems.append(f"{group}.{key}={value!r} is not an argument of {node._target_}: use one of {arguments}")
+    return problems
+
+
+def _data_set_fit(cfg: DictConfig) -> list[str]:
+    """Values that must fit the data set: one mean/std per channel (or one for all), and a
+    validation hold-out smaller than the official training split (the files are checked at setup)."""
+    data = cfg.get("data")
+    if not isinstance(data, DictConfig) or "_target_" not in data:
+        return []
+    try:
+        data_set = get_object(data._target_)
+    except Exception:
+        return []  # reported by _unknown_arguments
+    problems, channels = [], getattr(data_set, "channels", None)
+    for key in ("mean", "std"):
+        value = OmegaConf.select(data, key, throw_on_resolution_failure=False)
+        if channels and isinstance(value, ListConfig) and len(value) not in (1, channels):
+            problems.append(
+                f"data.{key}={list(value)} has {len(value)} values: {data_set.name} images have {channels} "
+                f"channels, use {channels} values (one per channel) or 1"
+            )
+    train_size, val_size = getattr(data_set, "train_size", None), data.get("val_size")
+    if train_size and isinstance(val_size, int) and val_size >= train_size:
+        problems.append(
+            f"data.val_size={val_size} is not allowed: {data_set.name} has {train_size} training images, "
+            f"use at most {train_size - 1}"
+        )
+    return problems
 
 
 def build_network(cfg: DictConfig, datamodule, **kwargs) -> torch.nn.Module:

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 
 from classic_cnns import ClassicCNNsError
 from classic_cnns.checkpoint import read_checkpoint
+from classic_cnns.resume import check_resume
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +89,13 @@ def start(cfg: DictConfig) -> tuple[int, dict[str, Any]]:
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise ClassicCNNsError(f"ckpt_path={ckpt_path} does not exist: nothing to resume from (this run would start over)")
-    if ckpt_path:
-        read_checkpoint(ckpt_path)  # untrusted: refused here if it asks for more than plain values
+    checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None  # untrusted: refused if it asks for more than plain values
     seed = _choose_seed(cfg)
     L.seed_everything(seed, workers=True)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     resolved = OmegaConf.to_container(cfg, resolve=True) | {"seed": seed}
+    if checkpoint:
+        check_resume(resolved, checkpoint, ckpt_path, allow_changes=cfg.allow_resume_changes)
     if rank_zero_only.rank == 0:
         OmegaConf.save(resolved, output_dir / "config.yaml")
     return seed, resolved

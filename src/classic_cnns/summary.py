@@ -1,23 +1,19 @@
-"""A per-layer table of a network, in the terms the seeds use.
+"""A per-layer table of a network, in the terms the reference notebooks use.
 
-Lightning's ModelSummary provides the layers, their input/output shapes and parameter counts;
-this module adds what it lacks: the paper's "connections" (multiply-adds, bias included) and,
-for convolutions and pools, N, F, P, S and O = (N - F + 2P) / S + 1 next to the measured size.
+One forward pass with forward hooks gives each layer's input and output shape; next to the
+parameter count this adds the paper's "connections" (multiply-adds, bias included) and, for
+convolutions and pools, N, F, P, S and O = (N - F + 2P) / S + 1 checked against the measured size.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import lightning as L
 import torch
-from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import nn
 
-from classic_cnns.models.layers import LocalResponseNorm, MinPool2d, SamePad2d, Subsampling2d
-from classic_cnns.models.lenet import ConnectionTableConv2d, RBFOutput
+from classic_cnns.models.layers import SamePad2d, Subsampling2d, forward_with_hooks, stage
+from classic_cnns.models.lenet import RBFOutput
 
-POOLS = (nn.MaxPool2d, nn.AvgPool2d, MinPool2d, Subsampling2d)
-NORMS = (nn.BatchNorm2d, LocalResponseNorm)
 HEADER = ("layer", "type", "output", "params", "fixed", "connections", "N", "F", "P", "S", "O")
 
 
@@ -38,21 +34,12 @@ class LayerRow:
         return [self.name, self.kind, output, *numbers, *geometry]
 
 
-class _Wrapper(L.LightningModule):
-    def __init__(self, net: nn.Module, example: torch.Tensor) -> None:
-        super().__init__()
-        self.net, self.example_input_array = net, example
-
-    def forward(self, x):
-        return self.net(x)
-
-
 def _single(value) -> int:
     return value[0] if isinstance(value, tuple) else value
 
 
 def _geometry(module: nn.Module, n: int, out_width: int) -> tuple[int, int, int, int, int] | None:
-    if isinstance(module, (nn.Conv2d, ConnectionTableConv2d)) or isinstance(module, POOLS):
+    if stage(module) in ("conv", "pool"):
         f, s = _single(module.kernel_size), _single(getattr(module, "stride", 1))
         p = _single(getattr(module, "padding", 0))
         o = (n - f + 2 * p) // s + 1
@@ -67,11 +54,11 @@ def _geometry(module: nn.Module, n: int, out_width: int) -> tuple[int, int, int,
 def _connections(module: nn.Module, out_shape: Sequence[int], params: int) -> int:
     """Multiply-adds per image, counting a bias as one connection (the paper's convention)."""
     positions = out_shape[-1] * out_shape[-2] if len(out_shape) == 4 else 1
-    if isinstance(module, (nn.Conv2d, ConnectionTableConv2d)):
+    if stage(module) == "conv":
         return positions * params  # every output unit of a map uses all of its kernel and bias
     if isinstance(module, Subsampling2d):
         return positions * out_shape[1] * (module.kernel_size**2 + 1)
-    if isinstance(module, POOLS):
+    if stage(module) == "pool":
         return positions * out_shape[1] * _single(module.kernel_size) ** 2
     if isinstance(module, nn.Linear):
         return params
@@ -80,31 +67,35 @@ def _connections(module: nn.Module, out_shape: Sequence[int], params: int) -> in
     return 0
 
 
+def _shapes(net: nn.Module, example: torch.Tensor) -> dict[nn.Module, tuple[torch.Size, torch.Size]]:
+    """Input and output shape of every layer (module without children) that `net(example)` calls."""
+    shapes = {}
+
+    def record(module, inputs, output) -> None:
+        shapes[module] = (inputs[0].shape, output.shape)
+
+    forward_with_hooks(net, example, {module: record for module in net.modules() if not list(module.children())})
+    return shapes
+
+
 def summarize(net: nn.Module, in_channels: int, input_size: Sequence[int]) -> list[LayerRow]:
     """One row per layer of `net` for one image of `input_size`: the layers with weights,
     connections or a geometry, and normalizations; activations, dropout and flatten are left out."""
-    was_training = net.training
     device = next(net.parameters()).device  # the net may already sit on a GPU (TensorBoard views)
-    wrapper = _Wrapper(net.eval(), torch.zeros(1, in_channels, *input_size, device=device)).to(device)
-    summary = ModelSummary(wrapper, max_depth=-1)
-    net.train(was_training)
+    shapes = _shapes(net, torch.zeros(1, in_channels, *input_size, device=device))
     rows = []
-    for name, layer in summary._layer_summary.items():
-        module = layer._module
-        if list(module.children()):
+    for name, module in net.named_modules():
+        if module not in shapes:
             continue
-        out_shape, in_shape = layer.out_size, layer.in_size
-        params = layer.num_parameters
+        in_shape, out_shape = shapes[module]
+        params = sum(p.numel() for p in module.parameters())
         fixed = sum(b.numel() for b in module.buffers() if b.is_floating_point()) if isinstance(module, RBFOutput) else 0
         geometry = _geometry(module, in_shape[-1], out_shape[-1]) if len(out_shape) == 4 else None
         connections = _connections(module, out_shape, params)
-        if not (params or fixed or connections or geometry or isinstance(module, NORMS)):
+        if not (params or fixed or connections or geometry or stage(module) == "norm"):
             continue
         rows.append(
-            LayerRow(
-                name.removeprefix("net."), type(module).__name__, tuple(out_shape[1:]), params, fixed,
-                connections, geometry,
-            )  # fmt: skip
+            LayerRow(name, type(module).__name__, tuple(out_shape[1:]), params, fixed, connections, geometry)
         )
     return rows
 

@@ -1,15 +1,16 @@
 """train(cfg): the testable core of `python train.py`; the job plumbing is in job.py."""
 
-import time
-
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from classic_cnns import job
+from classic_cnns.callbacks import require_finite
+from classic_cnns.checkpoint_io import AtomicCheckpointIO
 from classic_cnns.classifier import ImageClassifier
 from classic_cnns.config import build_network, validate
 from classic_cnns.data import ImageDataModule
 from classic_cnns.models.layers import lrn_divisor_spread
+from classic_cnns.resume import FitClock
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -32,10 +33,12 @@ def train(cfg: DictConfig) -> float | None:
         seed=seed,
     )
     loggers, callbacks = job.instantiate_all(cfg.get("logger")), job.instantiate_all(cfg.get("callbacks"))
-    with job.trainer(cfg, logger=loggers or False, callbacks=callbacks) as trainer:
-        start = time.perf_counter()
+    fit_clock = FitClock()  # fit_seconds over all segments of a resumed run
+    plugins = [AtomicCheckpointIO()]  # checkpoints written atomically in their own dir
+    with job.trainer(cfg, logger=loggers or False, callbacks=[*callbacks, fit_clock], plugins=plugins) as trainer:
+        fit_clock.start()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
-        fit_seconds = time.perf_counter() - start
+        fit_seconds = fit_clock.seconds  # before validate/test restore the best checkpoint's clock
         # Both splits are scored once more on the checkpoint that is kept (best by val/acc).
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
@@ -48,6 +51,7 @@ def train(cfg: DictConfig) -> float | None:
         "seed": seed,
         "best_checkpoint": best,
     }
+    require_finite(metrics)
     # Was LRN active? Its divisor's spread on 64 validation images, with the kept weights.
     metrics |= lrn_divisor_spread(model, datamodule.transform(datamodule.splits["val"].images[:64].to(model.device)))
     job.finish(trainer, config, metrics)

@@ -20,9 +20,8 @@ from torch import nn  # noqa: E402
 from torchmetrics.classification import MulticlassConfusionMatrix  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
+from classic_cnns.models.layers import stage  # noqa: E402
 from classic_cnns.summary import summarize, to_markdown  # noqa: E402
-
-STAGES = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)  # subclasses (MinPool2d) included
 
 
 def confusion_figure(matrix: torch.Tensor, class_names) -> plt.Figure:
@@ -125,7 +124,7 @@ class TensorBoardViews(L.Callback):
         """The maps of one example after every convolution and pooling of the feature extractor."""
         maps, hooks = {}, []
         for index, (name, module) in enumerate(net.features.named_modules()):
-            if isinstance(module, STAGES) or type(module).__name__ in ("Subsampling2d", "ConnectionTableConv2d"):
+            if stage(module) in ("conv", "pool"):
                 label = f"{index:02d}_{name.replace('.', '_')}_{type(module).__name__}"
                 hooks.append(module.register_forward_hook(lambda m, i, out, label=label: maps.__setitem__(label, out[0:1].detach())))
         was_training = net.training

@@ -37,6 +37,7 @@ from torchvision.transforms.functional import to_pil_image
 from classic_cnns import ClassicCNNsError
 from classic_cnns.config import ConfigError, build_network
 from classic_cnns.data import ImageDataModule
+from classic_cnns.randomness import seed_training_stream
 
 WAYS = ("reference loop", "resident loop", "lightning")
 MIN_REPEATS_TO_PUBLISH = 5
@@ -214,7 +215,8 @@ def _plain_loop(cfg: DictConfig, datamodule: ImageDataModule, resident: bool, ma
     net, optimizer, scheduler, memory_format = _build(cfg, datamodule, device, steps * epochs)
     result = Result(WAYS[1] if resident else WAYS[0], switches=current_switches())
     _reset_peak_memory(device)
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        seed_training_stream(cfg.seed, epoch, rank=0)  # augmentation and dropout draw what train()'s do
         _synchronize(device)
         start, images_seen = time.perf_counter(), 0
         for step, (images, labels) in enumerate(batches):
@@ -319,7 +321,9 @@ def interleaved(ways: Sequence[str], repeats: int) -> list[tuple[int, str]]:
 
 def measure(cfg: DictConfig, ways: Sequence[str], repeats: int, max_batches: int | None, workers: int, run_dir: Path) -> list[Result]:
     """Every way `repeats` times, interleaved; each run of the lightning way in its own dir."""
-    datamodule = instantiate(cfg.data)
+    if cfg.seed is None:
+        raise ConfigError("seed=null draws a different seed for each way: give the benchmark a seed (e.g. seed=0)")
+    datamodule = instantiate(cfg.data, seed=cfg.seed)  # the training order train() draws
     datamodule.prepare_data()
     datamodule.setup()
     results = []

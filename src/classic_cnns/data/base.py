@@ -134,6 +134,7 @@ class ImageDataModule(L.LightningDataModule):
     class_names: Sequence[str]
     files: Sequence[str]  # relative to `folder`, what must exist to load without a download
     files_hint: str = ""
+    train_size: int  # of the official set; a copy may hold fewer (checked when it is read)
     background: str | None = None  # "dark": light strokes on a dark background (MNIST); None: photographs
 
     def __init__(
@@ -253,6 +254,8 @@ class ImageDataModule(L.LightningDataModule):
 
     # --- splits --------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
+        """Read the splits `stage` needs; fitting reads the test split too, so that a corrupt
+        test file is found before the first training step, not after the whole fit."""
         if stage in (None, "fit", "validate") and "train" not in self.splits:
             images, labels = self.load(train=True)
             if not 0 < self.val_size < len(labels):
@@ -264,15 +267,19 @@ class ImageDataModule(L.LightningDataModule):
             val, train = order[: self.val_size], order[self.val_size :]
             self.splits["train"] = TensorBatches(images[train], labels[train])
             self.splits["val"] = TensorBatches(images[val], labels[val])
-        if stage in (None, "test") and "test" not in self.splits:
+        if "test" not in self.splits:
             self.splits["test"] = TensorBatches(*self.load(train=False))
 
+    def batch_size_of(self, split: str) -> int:
+        """The one batch-size rule: `batch_size` for training, `eval_batch_size` for validation and test."""
+        return self.batch_size if split == "train" else self.eval_batch_size
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader | DeviceBatches:
-        batch_size = self.batch_size if shuffle else self.eval_batch_size
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         strategy = self.trainer.strategy if self.trainer is not None else None
         rank, world_size = (strategy.global_rank, strategy.world_size) if strategy else (0, 1)
         per_rank = len(self.splits[split]) // world_size
+        batch_size = self.batch_size_of(split)
         if shuffle and batch_size > per_rank:
             raise ClassicCNNsError(
                 f"data.batch_size={batch_size} is larger than the {per_rank} training images "
@@ -284,14 +291,13 @@ class ImageDataModule(L.LightningDataModule):
                 split,
                 device,
                 shuffle=shuffle,
-                batch_size=batch_size,
                 rank=rank,
                 world_size=world_size,
                 epoch=(lambda: self.trainer.current_epoch) if self.trainer is not None else None,
             )
         return DataLoader(
             self.splits[split],
-            batch_size=batch_size,
+            batch_size=self.batch_size_of(split),
             sampler=EpochOrderSampler(self.splits[split], self.seed, rank, world_size) if shuffle else None,
             collate_fn=_whole_batch,
             num_workers=self.num_workers,
@@ -314,7 +320,6 @@ class ImageDataModule(L.LightningDataModule):
         split: str,
         device: torch.device | str,
         shuffle: bool,
-        batch_size: int | None = None,
         rank: int = 0,
         world_size: int = 1,
         epoch: Callable[[], int] | None = None,
@@ -326,7 +331,7 @@ class ImageDataModule(L.LightningDataModule):
             self._on_device[split, device] = (data.images.to(device), data.labels.to(device))
         return DeviceBatches(
             *self._on_device[split, device],
-            batch_size=batch_size or (self.batch_size if shuffle else self.eval_batch_size),
+            batch_size=self.batch_size_of(split),
             shuffle=shuffle,
             seed=self.seed,
             rank=rank,

@@ -89,6 +89,7 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 class CIFAR10DataModule(ImageDataModule):
     name = "CIFAR-10"
     channels = 3
+    train_size = 50_000  # images in the official training split
     native_size = (32, 32)
     class_names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     files = (*TRAIN_BATCHES, "test_batch")

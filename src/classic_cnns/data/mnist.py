@@ -34,6 +34,7 @@ def read_idx(path: Path) -> np.ndarray:
 class MNISTDataModule(ImageDataModule):
     name = "MNIST"
     channels = 1
+    train_size = 60_000  # images in the official training split
     native_size = (28, 28)
     class_names = tuple(str(digit) for digit in range(10))
     files = (

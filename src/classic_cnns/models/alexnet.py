@@ -10,7 +10,7 @@ from torch import nn
 
 from classic_cnns import ClassicCNNsError
 
-from .layers import conv2d, flat_features, make_activation, make_norm, make_pool
+from .layers import LayerChoices, flat_features
 
 POOL_AFTER = (0, 1, 4)  # overlapping max pooling follows conv1, conv2 and conv5
 LRN_AFTER = (0, 1)  # the paper normalizes the responses of conv1 and conv2 only
@@ -28,9 +28,10 @@ class AlexNet(nn.Module):
     Normalization follows the activation (conv - ReLU - LRN, as in the paper); LRN sits after
     conv1 and conv2 as in the paper, any other norm after every convolution. `groups=2` is the
     paper's two-GPU split: conv2, conv4 and conv5 connect only maps on the same GPU.
-    `paddings` are the network's own per-layer paddings, used when padding="default".
+    `paddings` are the network's own per-layer paddings, used when layers.padding="default";
+    `layers` holds the pooling, padding, activation and norm choices (the paper's by default).
 
-    With norm="none" the module layout is torchvision's (`features`, `avgpool`, `classifier` with
+    With layers.norm="none" the module layout is torchvision's (`features`, `avgpool`, `classifier` with
     the same indices), so `torchvision.models.alexnet().state_dict()` loads unchanged into
     conf/model/alexnet_torchvision.yaml, whose `avgpool_size=(6, 6)` is torchvision's adaptive
     average pooling; `pretrained=True` loads torchvision's ImageNet weights (FC8 stays fresh when
@@ -48,13 +49,7 @@ class AlexNet(nn.Module):
         paddings: Sequence[int] = (0, 2, 1, 1, 1),
         groups: int = 1,
         hidden_features: int = 4096,
-        activation: str = "relu",
-        pooling: str = "max",
-        pool_kernel_size: int | None = None,
-        pool_stride: int | None = None,
-        padding: str | int = "default",
-        padding_mode: str = "zeros",
-        norm: str = "lrn",
+        layers: LayerChoices = LayerChoices(norm="lrn"),
         dropout: float = 0.5,
         avgpool_size: Sequence[int] | None = None,
         pretrained: bool = False,
@@ -62,22 +57,20 @@ class AlexNet(nn.Module):
         super().__init__()
         if not len(widths) == len(kernel_sizes) == len(strides) == len(paddings) == 5:
             raise ValueError("AlexNet has five convolutions: widths, kernel_sizes, strides, paddings need 5 values each")
-        pool_kernel_size = pool_kernel_size or 3
-        pool_stride = pool_stride or 2
-        layers: list[nn.Module] = []
+        pool_kernel_size = layers.pool_kernel_size or 3
+        pool_stride = layers.pool_stride or 2
+        features: list[nn.Module] = []
         channels = in_channels
         for index, (width, kernel_size, stride) in enumerate(zip(widths, kernel_sizes, strides)):
-            conv = conv2d(
-                channels, width, kernel_size, stride, padding, paddings[index], padding_mode,
-                groups=groups if index in SPLIT_ACROSS_GPUS else 1,
-            )  # fmt: skip
-            layers += [conv, make_activation(activation)]
-            if norm != "none" and (norm != "lrn" or index in LRN_AFTER):
-                layers.append(make_norm(norm, width))
+            split = groups if index in SPLIT_ACROSS_GPUS else 1
+            conv = layers.conv_layer(channels, width, kernel_size, stride, paddings[index], groups=split)
+            features += [conv, layers.activation_layer()]
+            if layers.norm != "none" and (layers.norm != "lrn" or index in LRN_AFTER):
+                features.append(layers.norm_layer(width))
             if index in POOL_AFTER:
-                layers.append(make_pool(pooling, width, pool_kernel_size, pool_stride))
+                features.append(layers.pool_layer(width, pool_kernel_size, pool_stride))
             channels = width
-        self.features = nn.Sequential(*layers)
+        self.features = nn.Sequential(*features)
         flat = flat_features(self.features, in_channels, input_size)  # also fails early if nothing is left
         self.avgpool = nn.AdaptiveAvgPool2d(tuple(avgpool_size)) if avgpool_size else nn.Identity()
         if avgpool_size:
@@ -85,10 +78,10 @@ class AlexNet(nn.Module):
         self.classifier = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(flat, hidden_features),  # FC6
-            make_activation(activation),
+            layers.activation_layer(),
             nn.Dropout(dropout),
             nn.Linear(hidden_features, hidden_features),  # FC7
-            make_activation(activation),
+            layers.activation_layer(),
             nn.Linear(hidden_features, num_classes),  # FC8
         )
 

@@ -1,11 +1,14 @@
-"""The design choices the seeds discuss, each a name that both networks resolve here.
+"""The design choices the reference notebooks discuss, each a name that both networks resolve here.
 
-Pooling, padding, activation and normalization are config values; this module is the one
-place that turns such a value into a layer, so "min pooling" exists exactly once.
+Pooling, padding, activation and normalization are config values, gathered in one LayerChoices
+that both networks take; this module is the one place that turns such a value into a layer, so
+"min pooling" exists exactly once. Adding a pooling type is one entry in POOLS and one file in
+conf/pooling/: the config checks, the TensorBoard views and the summary all follow the registry.
 """
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +62,21 @@ class LocalResponseNorm(nn.Module):
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
 
+def forward_with_hooks(net: nn.Module, x: torch.Tensor, hooks: dict[nn.Module, Callable]) -> None:
+    """One forward pass of `net` on `x` in eval mode without gradients, each module of `hooks`
+    calling its hook(module, inputs, output); afterwards the hooks are removed and the training
+    mode restored: a measurement that leaves the network as it was."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks.items()]
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(x)
+    finally:
+        net.train(was_training)
+        for handle in handles:
+            handle.remove()
+
+
 def lrn_divisor_spread(net: nn.Module, images: torch.Tensor) -> dict[str, float]:
     """How much each LRN layer's divisor varies on `images`: the median and the maximum of
     divisor / k^beta, per layer in network order (lrn1, lrn2, ...). Both near 1.0 mean that
@@ -71,15 +89,7 @@ def lrn_divisor_spread(net: nn.Module, images: torch.Tensor) -> dict[str, float]
     def record(index: int):
         return lambda layer, inputs, output: ratios.__setitem__(index, layer.divisor(inputs[0]) / layer.k**layer.beta)
 
-    hooks = [layer.register_forward_hook(record(index)) for index, layer in enumerate(layers, 1)]
-    was_training = net.training
-    try:
-        with torch.no_grad():
-            net.eval()(images)
-    finally:
-        net.train(was_training)
-        for hook in hooks:
-            hook.remove()
+    forward_with_hooks(net, images, {layer: record(index) for index, layer in enumerate(layers, 1)})
     spread = {}
     for index, ratio in sorted(ratios.items()):
         spread |= {f"lrn{index}/divisor_median": ratio.median().item(), f"lrn{index}/divisor_max": ratio.max().item()}
@@ -111,6 +121,29 @@ class SamePad2d(nn.Module):
         return F.pad(x, pads, mode=self.mode)
 
 
+class ConnectionTableConv2d(nn.Module):
+    """A convolution in which output map j sees only the input maps table[j], one kernel per
+    connection (LeNet-5's C3, with exactly the paper's 1,516 parameters for its table)."""
+
+    def __init__(self, table: Sequence[Sequence[int]], in_channels: int, kernel_size: int, padding: int = 0) -> None:
+        super().__init__()
+        self.out_channels, self.in_channels = len(table), in_channels
+        self.kernel_size, self.padding = kernel_size, padding
+        outputs = [j for j, inputs in enumerate(table) for _ in inputs]
+        inputs = [i for row in table for i in row]
+        self.register_buffer("index", torch.tensor(outputs) * in_channels + torch.tensor(inputs), persistent=False)
+        fan_in = torch.tensor([len(table[j]) * kernel_size**2 for j in outputs], dtype=torch.float32)
+        bound = (1.0 / fan_in).sqrt().view(-1, 1, 1)
+        self.weight = nn.Parameter((torch.rand(len(inputs), kernel_size, kernel_size) * 2 - 1) * bound)
+        self.bias = nn.Parameter(torch.zeros(len(table)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        full = self.weight.new_zeros(self.out_channels * self.in_channels, self.kernel_size, self.kernel_size)
+        full = full.index_copy(0, self.index, self.weight)
+        full = full.view(self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
+        return F.conv2d(x, full, self.bias, padding=self.padding)
+
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
     "tanh": nn.Tanh,
@@ -123,6 +156,7 @@ POOLS: dict[str, Callable[..., nn.Module]] = {
     "avg": lambda channels, kernel_size, stride: nn.AvgPool2d(kernel_size, stride),
     "min": lambda channels, kernel_size, stride: MinPool2d(kernel_size, stride),
     "subsampling": Subsampling2d,
+    "lp": lambda channels, kernel_size, stride: nn.LPPool2d(2, kernel_size, stride),  # power-average, p = 2
 }
 
 NORMS: dict[str, Callable[[int], nn.Module]] = {
@@ -134,6 +168,24 @@ NORMS: dict[str, Callable[[int], nn.Module]] = {
 
 PADDINGS = ("default", "same", "valid")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+# What the TensorBoard views and the summary call a stage, by layer type. The pool and norm types
+# are the ones the registries build, so a new registry entry is a stage without further code.
+CONVS = (nn.Conv2d, ConnectionTableConv2d)
+POOL_TYPES = tuple({type(make(1, 2, 2)) for make in POOLS.values()})
+NORM_TYPES = tuple({type(make(1)) for make in NORMS.values()} - {nn.Identity})
+
+
+def stage(module: nn.Module) -> str | None:
+    """"conv", "pool" or "norm" for a layer of those kinds (the views and the summary show
+    these), None for the rest (activations, dropout, flatten, linear layers)."""
+    if isinstance(module, CONVS):
+        return "conv"
+    if isinstance(module, POOL_TYPES):
+        return "pool"
+    if isinstance(module, NORM_TYPES):
+        return "norm"
+    return None
 
 
 def choose(registry: dict, name: str, what: str):
@@ -191,6 +243,50 @@ def symmetric_padding(padding: str | int, kernel_size: int, default: int) -> int
     if padding in PADDINGS:
         return {"default": default, "same": (kernel_size - 1) // 2, "valid": 0}[padding]
     raise ValueError(f"unknown padding {padding!r}; choose one of: {', '.join(PADDINGS)} or an integer >= 0")
+
+
+@dataclass(frozen=True)
+class LayerChoices:
+    """The layer choices both networks take: one value from each of the config groups
+    activation, pooling, padding and norm (conf/train.yaml builds it as `layers`).
+
+    A pool size of None means the network's own (LeNet-5 2x2 at stride 2, AlexNet 3x3 at
+    stride 2); padding "default" keeps each layer's own padding. Names are checked here.
+    """
+
+    activation: str = "relu"
+    pooling: str = "max"
+    pool_kernel_size: int | None = None
+    pool_stride: int | None = None
+    padding: str | int = "default"
+    padding_mode: str = "zeros"
+    norm: str = "none"
+
+    def __post_init__(self) -> None:
+        choose(ACTIVATIONS, self.activation, "activation")
+        choose(POOLS, self.pooling, "pooling")
+        choose(NORMS, self.norm, "norm")
+        symmetric_padding(self.padding, 1, 0)
+        if self.padding_mode not in PADDING_MODES:
+            raise ValueError(f"unknown padding mode {self.padding_mode!r}; choose one of: {', '.join(PADDING_MODES)}")
+
+    def activation_layer(self) -> nn.Module:
+        return make_activation(self.activation)
+
+    def pool_layer(self, channels: int, kernel_size: int, stride: int) -> nn.Module:
+        """The chosen pooling with the given window; the caller applies its own defaults."""
+        return make_pool(self.pooling, channels, kernel_size, stride)
+
+    def norm_layer(self, channels: int) -> nn.Module:
+        return make_norm(self.norm, channels)
+
+    def conv_layer(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, default_padding: int = 0, groups: int = 1
+    ) -> nn.Module:
+        """A convolution with the padding choice applied (see conv2d); `default_padding` is the layer's own."""
+        return conv2d(
+            in_channels, out_channels, kernel_size, stride, self.padding, default_padding, self.padding_mode, groups
+        )
 
 
 def flat_features(features: nn.Module, in_channels: int, input_size: Sequence[int]) -> int:

@@ -3,10 +3,9 @@
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .layers import conv2d, flat_features, make_activation, make_norm, make_pool, symmetric_padding
+from .layers import ConnectionTableConv2d, LayerChoices, flat_features, symmetric_padding
 
 # Table I of the paper: which S2 maps (rows of the table) feed each of the 16 C3 maps. Six take
 # three neighbouring maps, six take four neighbours, three take four non-neighbours, one takes all.
@@ -31,29 +30,6 @@ DIGIT_BITMAPS = (
     (".#####.", "#.....#", "#.....#", "#.....#", ".#...#.", "..###..", ".#...#.", "#.....#", "#.....#", "#.....#", "#.....#", ".#####."),
     (".#####.", "#.....#", "#.....#", "#.....#", "#.....#", ".######", "......#", "......#", "......#", "......#", ".....#.", ".####.."),
 )  # fmt: skip
-
-
-class ConnectionTableConv2d(nn.Module):
-    """C3: a convolution in which output map j sees only the input maps table[j]; one 5x5
-    kernel per connection, so it has exactly the paper's 1,516 parameters."""
-
-    def __init__(self, table: Sequence[Sequence[int]], in_channels: int, kernel_size: int, padding: int = 0) -> None:
-        super().__init__()
-        self.out_channels, self.in_channels = len(table), in_channels
-        self.kernel_size, self.padding = kernel_size, padding
-        outputs = [j for j, inputs in enumerate(table) for _ in inputs]
-        inputs = [i for row in table for i in row]
-        self.register_buffer("index", torch.tensor(outputs) * in_channels + torch.tensor(inputs), persistent=False)
-        fan_in = torch.tensor([len(table[j]) * kernel_size**2 for j in outputs], dtype=torch.float32)
-        bound = (1.0 / fan_in).sqrt().view(-1, 1, 1)
-        self.weight = nn.Parameter((torch.rand(len(inputs), kernel_size, kernel_size) * 2 - 1) * bound)
-        self.bias = nn.Parameter(torch.zeros(len(table)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        full = self.weight.new_zeros(self.out_channels * self.in_channels, self.kernel_size, self.kernel_size)
-        full = full.index_copy(0, self.index, self.weight)
-        full = full.view(self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
-        return F.conv2d(x, full, self.bias, padding=self.padding)
 
 
 class RBFOutput(nn.Module):
@@ -85,7 +61,8 @@ class LeNet5(nn.Module):
 
     `c3_table=True` uses the paper's partial C3 connections, `output="rbf"` its RBF output
     layer; with pooling="subsampling" the activation follows each pooling layer as well, as
-    in the paper (where every layer up to F6 is squashed).
+    in the paper (where every layer up to F6 is squashed). `layers` holds the pooling, padding,
+    activation and norm choices.
     """
 
     def __init__(
@@ -93,14 +70,8 @@ class LeNet5(nn.Module):
         in_channels: int = 1,
         num_classes: int = 10,
         input_size: Sequence[int] = (28, 28),
-        activation: str = "relu",
-        pooling: str = "max",
-        pool_kernel_size: int | None = None,
-        pool_stride: int | None = None,
-        padding: str | int = "default",
-        padding_mode: str = "zeros",
+        layers: LayerChoices = LayerChoices(),
         c1_padding: int = 2,
-        norm: str = "none",
         dropout: float = 0.0,
         c3_table: bool = False,
         output: str = "linear",
@@ -108,35 +79,35 @@ class LeNet5(nn.Module):
         super().__init__()
         if output not in ("linear", "rbf"):
             raise ValueError(f"unknown output {output!r}; choose one of: linear, rbf")
-        pool_kernel_size = pool_kernel_size or 2
-        pool_stride = pool_stride or pool_kernel_size
+        pool_kernel_size = layers.pool_kernel_size or 2
+        pool_stride = layers.pool_stride or pool_kernel_size
 
         def pool(channels: int) -> list[nn.Module]:
-            squash = [make_activation(activation)] if pooling == "subsampling" else []
-            return [make_pool(pooling, channels, pool_kernel_size, pool_stride), *squash]
+            squash = [layers.activation_layer()] if layers.pooling == "subsampling" else []
+            return [layers.pool_layer(channels, pool_kernel_size, pool_stride), *squash]
 
-        c1 = conv2d(in_channels, 6, 5, padding=padding, default_padding=c1_padding, padding_mode=padding_mode)
+        c1 = layers.conv_layer(in_channels, 6, 5, default_padding=c1_padding)
         if c3_table:
-            c3 = ConnectionTableConv2d(C3_TABLE, 6, 5, padding=symmetric_padding(padding, 5, default=0))
+            c3 = ConnectionTableConv2d(C3_TABLE, 6, 5, padding=symmetric_padding(layers.padding, 5, default=0))
         else:
-            c3 = conv2d(6, 16, 5, padding=padding, default_padding=0, padding_mode=padding_mode)
+            c3 = layers.conv_layer(6, 16, 5)
         self.features = nn.Sequential(
             c1,  # C1
-            make_activation(activation),
-            make_norm(norm, 6),
+            layers.activation_layer(),
+            layers.norm_layer(6),
             *pool(6),  # S2
             c3,  # C3
-            make_activation(activation),
-            make_norm(norm, 16),
+            layers.activation_layer(),
+            layers.norm_layer(16),
             *pool(16),  # S4
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(flat_features(self.features, in_channels, input_size), 120),  # C5
-            make_activation(activation),
+            layers.activation_layer(),
             nn.Dropout(dropout),
             nn.Linear(120, 84),  # F6
-            make_activation(activation),
+            layers.activation_layer(),
             nn.Dropout(dropout),
             RBFOutput(84, num_classes) if output == "rbf" else nn.Linear(84, num_classes),  # output
         )

@@ -31,9 +31,10 @@ class CheckedSweeper(BasicSweeper):
             try:
                 validate(cfg)
                 check_network_builds(cfg)
-            except ConfigError as error:
+            except ConfigError as error:  # one line, no traceback, exit 1
                 number = "" if first is None else f"{first + index} "
-                raise ConfigError(f"job {number}({' '.join(overrides)}): {error}") from None
+                log.error("job %s(%s): %s", number, " ".join(overrides), error)
+                raise SystemExit(1) from None
 
     def sweep(self, arguments: list[str]) -> Any:
         self.launcher_returns = []

@@ -1,0 +1,95 @@
+"""Checkpoint files written atomically, in the checkpoint's own directory.
+
+Lightning's TorchCheckpointIO stages a checkpoint in `$TMPDIR` and moves it into place; when
+the run dir is on another filesystem the move is a copy, so a killed or failed write leaves a
+truncated (often 0-byte) `last.ckpt`, and killed writes leave full-size orphans in `$TMPDIR`.
+Here a checkpoint is written to a hidden temporary file next to it, flushed and fsynced, then
+renamed over the old one (atomic within a directory): a reader sees the old file or the new one.
+Temporary files left by a killed writer are removed at the next save into that directory.
+"""
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from classic_cnns import ClassicCNNsError
+
+TEMP_SUFFIX = ".partial"
+
+
+class CheckpointWriteError(ClassicCNNsError):
+    pass
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """TorchCheckpointIO whose saves are atomic on any local filesystem (a Lightning plugin)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent)
+        # The writer's pid in the name: a later save can tell a dead writer's file from a live one's.
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException as error:
+            Path(temporary).unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                raise CheckpointWriteError(_explain(error, path)) from error
+            raise
+        _fsync_directory(path.parent)  # the rename itself survives a power cut
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """Delete the temporary checkpoint files of writers that no longer run."""
+    for leftover in directory.glob(f".*{TEMP_SUFFIX}"):
+        try:
+            pid = int(leftover.name.rsplit(".", 3)[-3])
+        except (ValueError, IndexError):
+            continue
+        if pid == os.getpid() or not _alive(pid):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # not every filesystem lets a directory be opened
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _explain(error: OSError, path: Path) -> str:
+    kept = "the previous version of it is kept" if path.exists() else "nothing was written"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"the disk is full: writing the checkpoint {path} failed ({error.strerror}); {kept}. "
+            "Free some space and resume from last.ckpt, or set hydra.run.dir=... on another disk"
+        )
+    return f"writing the checkpoint {path} failed ({error.strerror or error}); {kept}"

@@ -1,0 +1,29 @@
+"""Hydra callbacks (conf/hydra/default.yaml lists them): checks that run before Hydra's own steps."""
+
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from classic_cnns.cli import exit_on_user_error
+from classic_cnns.config import validate
+from classic_cnns.job import _writable_output_dir
+
+
+class CheckBeforeStart(Callback):
+    """Before Hydra makes the run dir: the config's values (`classic_cnns.config.validate`; a
+    multirun's sweeper checks every job's) and a writable `hydra.run.dir` (`hydra.sweep.dir`
+    for -m). Each problem is one line and exit 1; Hydra's own attempt to make an unwritable
+    dir fails with a traceback (FileNotFoundError, EROFS)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with exit_on_user_error():
+            validate(config)
+            if config.hydra.output_subdir is not None:  # the helper scripts (cli.NO_RUN_DIR) write no run dir
+                _writable_output_dir(Path(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with exit_on_user_error():
+            _writable_output_dir(Path(config.hydra.sweep.dir))
+

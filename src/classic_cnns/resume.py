@@ -1,0 +1,89 @@
+"""Resuming a run (`ckpt_path=`): what must match the checkpoint, and what carries over."""
+
+import time
+from typing import Any
+
+import lightning as L
+
+from classic_cnns import ClassicCNNsError
+
+# What a resumed run must share with its checkpoint: what the weights and optimizer state mean,
+# and the seed, which with the epoch draws each epoch's data order (seed=null draws a new one).
+SAME_AS_CHECKPOINT = ("model", "data", "optimizer", "scheduler", "pooling", "padding", "activation", "norm", "label_smoothing", "seed")
+# ... apart from where the data lives and how it is fed, which do not change the results.
+FREE_TO_CHANGE = ("data.data_dir", "data.download", "data.placement", "data.num_workers", "data.eval_batch_size")
+# What fixes the number of optimizer steps, and so a scheduler's length (one-cycle's total_steps).
+SCHEDULE_LENGTH = ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches", "trainer.accumulate_grad_batches")
+
+
+class ResumeError(ClassicCNNsError):
+    pass
+
+
+def check_resume(config: dict[str, Any], checkpoint: dict[str, Any], ckpt_path: str, allow_changes: bool = False) -> None:
+    """Compare the resolved `config` of a run resuming from `checkpoint` (read from `ckpt_path`
+    by checkpoint.read_checkpoint) with the config it was trained with."""
+    trained = checkpoint["hyper_parameters"]["config"]
+    if not allow_changes:
+        changed = _differences(trained, config, SAME_AS_CHECKPOINT, skip=FREE_TO_CHANGE)
+        if changed:
+            raise ResumeError(
+                f"ckpt_path={ckpt_path} was trained with another model, data or optimizer: {changed}. Resume with "
+                "the checkpoint's values (its run's config.yaml), start a new run without ckpt_path, or set "
+                "allow_resume_changes=true to continue with the new values"
+            )
+    if config.get("scheduler"):
+        changed = _differences(trained, config, SCHEDULE_LENGTH)
+        if changed:
+            raise ResumeError(
+                f"ckpt_path={ckpt_path}: {changed}, but the learning-rate schedule's length was fixed when the "
+                "run started (scheduler's total_steps): resume with the checkpoint's values, or start a new run "
+                "for the other length"
+            )
+
+
+def _differences(old: dict, new: dict, keys, skip=()) -> str:
+    """'key: old -> new' for every dotted key under `keys` whose value differs."""
+    before = dict(_flatten({k: old.get(k) for k in {k.split(".")[0] for k in keys}}))
+    after = dict(_flatten({k: new.get(k) for k in {k.split(".")[0] for k in keys}}))
+    wanted = [k for k in sorted(before.keys() | after.keys()) if any(k == w or k.startswith(w + ".") for w in keys)]
+    return ", ".join(
+        f"{k}: {before.get(k, '<absent>')} -> {after.get(k, '<absent>')}"
+        for k in wanted
+        if before.get(k, "<absent>") != after.get(k, "<absent>") and not any(k == s or k.startswith(s + ".") for s in skip)
+    )
+
+
+def _flatten(node: Any, prefix: str = ""):
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from _flatten(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], node
+
+
+class FitClock(L.Callback):
+    """Seconds spent in `trainer.fit`, summed over the segments of a resumed run (kept in
+    checkpoints: a killed segment counts up to its last checkpoint, where the run resumed)."""
+
+    def __init__(self) -> None:
+        self.before, self._start, self._end = 0.0, None, None
+
+    @property
+    def seconds(self) -> float:
+        if self._start is None:
+            return self.before
+        return self.before + ((self._end or time.perf_counter()) - self._start)
+
+    def start(self) -> None:
+        """Called just before trainer.fit."""
+        self._start, self._end = time.perf_counter(), None
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._end = time.perf_counter()
+
+    def state_dict(self) -> dict[str, float]:
+        return {"fit_seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.before = state_dict["fit_seconds"]
