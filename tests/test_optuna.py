@@ -35,7 +35,8 @@ from hydra_plugins.classic_cnns_sweeper.optuna_sweeper import (
 from .conftest import CONF_DIR, ROOT
 from .test_cli import FAST, run_cli
 
-SEARCH = ["hparams_search=lenet5_optuna", *FAST]
+# the tiny training split has 200 images: a fixed batch of 32, not the search's 256 (too large an error)
+SEARCH = ["hparams_search=lenet5_optuna", *FAST, "data.batch_size=32"]
 LIMITS = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
 # Two trials whose outcome is known: a 1-epoch trial completes (its one report is within the
 # pruner's warm-up); a 3-epoch trial is pruned after its second epoch (val/acc < 1.01 always)
