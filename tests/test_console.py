@@ -14,7 +14,7 @@ from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from classic_cnns.console import print_wide, quiet_dependencies
-from classic_cnns.models import AlexNet, LeNet5
+from classic_cnns.models import AlexNet, LayerChoices, LeNet5
 from classic_cnns.run_record import flatten, run_name
 from classic_cnns.train import train
 from classic_cnns.views import TensorBoardViews
@@ -93,11 +93,11 @@ def test_feature_map_cards_line_up_across_pooling_and_padding_variants():
 
     example = torch.zeros(1, 1, 28, 28)
     keys = {
-        str(options): list(TensorBoardViews.feature_maps(LeNet5(**options), example))
-        for options in ({}, {"pooling": "avg"}, {"pooling": "min"}, {"pooling": "subsampling"}, {"padding": "same"}, {"padding": "valid", "c1_padding": 0})
+        str(options): list(TensorBoardViews.feature_maps(LeNet5(layers=LayerChoices(**options)), example))
+        for options in ({}, {"pooling": "avg"}, {"pooling": "min"}, {"pooling": "subsampling"}, {"padding": "same"}, {"padding": "valid"})
     }
     assert all(k == ["01_conv", "02_pool", "03_conv", "04_pool"] for k in keys.values()), keys
-    alexnet = TensorBoardViews.feature_maps(AlexNet(padding="same", input_size=(67, 67)), torch.zeros(1, 3, 67, 67))
+    alexnet = TensorBoardViews.feature_maps(AlexNet(layers=LayerChoices(padding="same"), input_size=(67, 67)), torch.zeros(1, 3, 67, 67))
     assert list(alexnet) == ["01_conv", "02_pool", "03_conv", "04_pool", "05_conv", "06_conv", "07_conv", "08_pool"]
 
 
@@ -116,7 +116,7 @@ def test_one_data_dir_key_and_no_stale_path(make_cfg, tmp_path):
 def test_wide_tables_print_whole_into_a_pipe():
     from classic_cnns.summary import PADDING_NOTE, summarize, to_markdown, to_rich
 
-    rows = summarize(AlexNet(padding="same"), 3, (227, 227))
+    rows = summarize(AlexNet(layers=LayerChoices(padding="same", norm="lrn")), 3, (227, 227))  # the paper's AlexNet
     out = StringIO()
     print_wide(to_rich(rows, title="AlexNet"), Console(file=out, width=80))
     assert "…" not in out.getvalue() and "LocalResponseNorm" in out.getvalue() and "113,533,056" in out.getvalue()
