@@ -155,10 +155,16 @@ def test_speed_options_train_and_log_like_the_default_path(make_cfg, tmp_path, o
     assert "net.features.0.weight" in checkpoint["state_dict"]  # compile keeps the keys loadable
 
 
-def test_precision_is_bf16_on_gpus_and_full_on_cpu(make_cfg, monkeypatch):
+@pytest.mark.parametrize(
+    "capability, precision",
+    [((7, 0), "16-mixed"), ((7, 5), "16-mixed"), ((8, 0), "bf16-mixed"), ((8, 9), "bf16-mixed"), ((9, 0), "bf16-mixed")],
+    ids=["V100", "T4", "A100", "L4", "H100"],
+)
+def test_precision_is_bf16_only_on_gpus_with_native_bf16_and_full_on_cpu(make_cfg, monkeypatch, capability, precision):
     assert make_cfg("trainer=cpu").trainer.precision == "32-true"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert make_cfg("trainer=gpu").trainer.precision == "bf16-mixed"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)  # emulation counts there
+    assert make_cfg("trainer=gpu").trainer.precision == precision
     assert make_cfg("trainer=cpu").trainer.precision == "32-true"
     assert make_cfg("trainer=gpu", "trainer.precision=32-true").trainer.precision == "32-true"
