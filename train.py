@@ -9,6 +9,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from classic_cnns import ClassicCNNsError
+from classic_cnns.job import register_resolvers
 from classic_cnns.train import train
 
 
@@ -24,4 +25,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    register_resolvers()
     main()

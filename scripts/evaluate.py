@@ -4,9 +4,7 @@ Writes metrics.json, confusion_matrix.png and per_class.csv (default: evaluation
 checkpoints folder) and prints the per-class table. Needs nothing but the checkpoint and the data.
 """
 
-import csv
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -22,12 +20,10 @@ def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         metrics = evaluate(cfg.ckpt_path, cfg.output_dir, cfg.data_dir)
     table = Table(title=f"test accuracy {metrics['test/acc']:.4f}, loss {metrics['test/loss']:.4f}")
-    with open(Path(metrics["output_dir"]) / "per_class.csv") as file:
-        rows = list(csv.reader(file))
-    for column in rows[0]:
+    for column in ("class", "images", "correct", "accuracy"):
         table.add_column(column, justify="left" if column == "class" else "right")
-    for row in rows[1:]:
-        table.add_row(*row)
+    for row in metrics["per_class"]:
+        table.add_row(row["class"], str(row["images"]), str(row["correct"]), f"{row['accuracy']:.4f}")
     Console().print(table)
     print(f"written to {metrics['output_dir']}")
 

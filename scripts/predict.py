@@ -1,8 +1,11 @@
 """Classify images with a checkpoint: python scripts/predict.py ckpt_path=... inputs=FILE_OR_DIR
 
 PNG/JPEG of any size and mode, converted like the training data (grey or RGB, native size).
-Prints the top-k classes per file (+ csv=FILE to save them); a file that cannot be read is
-reported and the others are still classified. Exits 1 if any file failed.
+Says what polarity the model expects (MNIST: white digits on black); `invert=auto` (the
+default) inverts images with a light border for such a model, `invert=true/false` all or none.
+Prints the top-k classes per file (+ csv=FILE to save them); a file that cannot be read (not an
+image, over PIL's decompression-bomb limit, a symlink loop) is reported and the others are
+still classified. Exits 1 if any file failed.
 """
 
 import sys
@@ -20,7 +23,9 @@ from classic_cnns.inference import predict, write_predictions_csv
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
-        predictions = predict(cfg.ckpt_path, cfg.inputs, cfg.topk)
+        predictions = predict(cfg.ckpt_path, cfg.inputs, cfg.topk, cfg.invert)
+    if predictions.expects:
+        print(predictions.expects)
     root = Path(cfg.inputs)
     table = Table(title=str(root) if root.is_dir() else None)
     table.add_column("file", overflow="fold")
@@ -29,6 +34,7 @@ def main(cfg: DictConfig) -> None:
     for p in predictions:
         cells = [f"{name} {probability:.3f}" for name, probability in zip(p.classes, p.probabilities)]
         shown = str(Path(p.file).relative_to(root)) if root.is_dir() else p.file
+        shown += " (inverted)" if p.inverted else ""
         table.add_row(shown, *(cells or [f"[red]error: {p.error}[/red]"]))
     Console(width=max(120, Console().width)).print(table)
     if cfg.csv:

@@ -6,6 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from classic_cnns.cli import NO_RUN_DIR, exit_on_user_error
+from classic_cnns.job import register_resolvers
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -20,4 +21,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv += NO_RUN_DIR
+    register_resolvers()
     main()

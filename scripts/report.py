@@ -1,6 +1,7 @@
 """Report of a sweep: python scripts/report.py outputs/multirun/DATE/TIME_ID [OUTPUT_DIR]
 
-Writes report.md (mean ± std over seeds per configuration, parameters, fit time, failed jobs),
+Writes report.md (mean ± std over seeds per configuration, a Welch t-test of each against the best,
+parameters, fit time, failed jobs),
 report.csv, jobs.csv, val_acc.png and train_acc.png (accuracy per epoch) and test_acc.png (final
 test accuracy with error bars) into the sweep dir, or OUTPUT_DIR. --train-acc-target 0.75 adds the
 epochs each configuration took to reach 75% training accuracy (experiment=study_activation).

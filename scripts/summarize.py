@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from classic_cnns.cli import NO_RUN_DIR
+from classic_cnns.job import register_resolvers
 from classic_cnns.summary import summarize, to_markdown, to_rich
 
 
@@ -33,4 +34,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv += NO_RUN_DIR
+    register_resolvers()
     main()

@@ -10,10 +10,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import classic_cnns  # noqa: F401  (registers the ${unique_id:} resolver)
+from classic_cnns.job import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
+
+register_resolvers()  # as the entry points do: ${unique_id:}, ${auto_precision:}, ...
 
 
 def fake_images(n: int, channels: int, size: int, first_id: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

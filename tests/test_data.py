@@ -178,3 +178,20 @@ def test_placement_picks_the_loader(tmp_path):
     assert images.shape == (20, 1, 28, 28) and images.dtype == torch.uint8 and labels.shape == (20,)
     with pytest.raises(ClassicCNNsError, match=r"data.placement='gpu' is not allowed: use one of auto, device, dataloader"):
         MNISTDataModule(tmp_path, placement="gpu")
+
+
+def test_paper_scale_feeds_mean_subtracted_0_255_values():
+    mean = (0.4914, 0.4822, 0.4465)
+    dm = CIFAR10DataModule("unused", mean=mean, std=(0.2470, 0.2435, 0.2616), scale="paper")
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    expected = images.float() - torch.tensor(mean).view(1, 3, 1, 1) * 255
+    torch.testing.assert_close(dm.transform(images), expected, rtol=0, atol=1e-3)
+    assert dm.describe()["std"] == [pytest.approx(1 / 255)] * 3  # inference on its checkpoints scales alike
+    with pytest.raises(ClassicCNNsError, match=r"data.scale='raw' is not allowed: use one of standard, paper"):
+        CIFAR10DataModule("unused", scale="raw")
+
+
+def test_a_batch_larger_than_the_training_split_is_one_clear_error(tmp_path):
+    write_mnist(tmp_path, n_train=100, n_test=10)
+    with pytest.raises(ClassicCNNsError, match=r"data.batch_size=128 is larger than the 90 training images left after data.val_size"):
+        MNISTDataModule(tmp_path, val_size=10, batch_size=128).setup("fit")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from classic_cnns.data import MNISTDataModule
-from classic_cnns.module import ImageClassifier
+from classic_cnns.classifier import ImageClassifier
 
 from .conftest import write_idx
 

@@ -3,15 +3,19 @@ import json
 import subprocess
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-from PIL import Image
+import torch
+from PIL import Image, ImageDraw, ImageOps
 
 from classic_cnns import ClassicCNNsError
 from classic_cnns.inference import evaluate, predict
 from classic_cnns.train import train
 
 from .conftest import FAST, ROOT, compose_config
+from .test_untrusted import checkpoint_like_train
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +35,11 @@ def test_evaluate_from_the_checkpoint_alone_reproduces_the_test_metrics(trained,
         rows = list(csv.DictReader(file))
     assert [r["class"] for r in rows][:2] == ["airplane", "automobile"]
     assert sum(int(r["images"]) for r in rows) == result["images"] == 100
+    # the rows are returned as well, the same as the CSV's
+    assert [(r["class"], r["images"], r["correct"]) for r in result["per_class"]] == [
+        (r["class"], int(r["images"]), int(r["correct"])) for r in rows
+    ]
+    assert sum(r["correct"] for r in result["per_class"]) == round(result["test/acc"] * 100)
 
 
 def make_inputs(folder):
@@ -76,3 +85,54 @@ def test_a_wrong_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "x.ckpt").write_text("nope")
     with pytest.raises(ClassicCNNsError, match="is not a checkpoint"):
         predict(str(tmp_path / "x.ckpt"), str(tmp_path))
+
+
+def test_predict_reports_a_decompression_bomb_and_a_symlink_loop_and_classifies_the_rest(trained, tmp_path, monkeypatch):
+    _, metrics = trained
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    Image.new("RGB", (32, 32), "white").save(folder / "ok.png")
+    Image.new("RGB", (200, 200)).save(folder / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # PIL refuses images over twice its limit
+    (folder / "sub" / "up").symlink_to(folder)  # a loop through the tree
+    (folder / "self").symlink_to(folder / "self")  # a link to itself
+    predictions = {Path(p.file).relative_to(folder).as_posix(): p for p in predict(metrics["best_checkpoint"], str(folder))}
+    assert set(predictions) == {"ok.png", "bomb.png", "sub/up", "self"}
+    assert not predictions["ok.png"].error and len(predictions["ok.png"].classes) == 3
+    assert not predictions["ok.png"].inverted  # invert=auto leaves CIFAR-10 models' inputs alone
+    assert "decompression bomb" in predictions["bomb.png"].error
+    assert predictions["sub/up"].error.startswith("symlink loop") and predictions["self"].error == "symlink loop"
+
+
+def draw_digits(folder: Path, inverted: bool) -> Path:
+    """Digits as MNIST has them (white strokes on black, 28x28, an empty border), or inverted."""
+    folder.mkdir()
+    strokes = {
+        "one": [("line", (14, 4, 14, 23))],
+        "seven": [("line", (8, 5, 20, 5)), ("line", (20, 5, 11, 23))],
+        "zero": [("ellipse", (8, 4, 20, 23))],
+    }
+    for name, shapes in strokes.items():
+        image = Image.new("L", (28, 28), 0)
+        draw = ImageDraw.Draw(image)
+        for shape, box in shapes:
+            (draw.line(box, fill=255, width=3) if shape == "line" else draw.ellipse(box, outline=255, width=3))
+        (ImageOps.invert(image) if inverted else image).save(folder / f"{name}.png")
+    return folder
+
+
+def test_predict_states_the_polarity_and_inverts_dark_on_light_digits(make_cfg, tmp_path):
+    ckpt = tmp_path / "mnist.ckpt"
+    torch.save(checkpoint_like_train(make_cfg()), ckpt)
+    white_on_black = predict(str(ckpt), str(draw_digits(tmp_path / "mnist_like", inverted=False)), topk=10)
+    black_on_white = draw_digits(tmp_path / "on_paper", inverted=True)
+    auto = predict(str(ckpt), str(black_on_white), topk=10)  # invert=auto is the default
+    assert "white digits on black" in auto.expects
+    assert [p.inverted for p in white_on_black] == [False] * 3 and [p.inverted for p in auto] == [True] * 3
+    for original, inverted in zip(white_on_black, auto):
+        assert inverted.classes == original.classes and inverted.probabilities == pytest.approx(original.probabilities)
+    as_given = predict(str(ckpt), str(black_on_white), topk=10, invert=False)
+    assert not any(p.inverted for p in as_given)
+    assert all(p.probabilities != pytest.approx(q.probabilities, abs=1e-3) for p, q in zip(as_given, white_on_black))
+    with pytest.raises(ClassicCNNsError, match="invert='sometimes' is not allowed"):
+        predict(str(ckpt), str(black_on_white), invert="sometimes")

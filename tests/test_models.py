@@ -1,9 +1,14 @@
+import urllib.error
+
 import pytest
 import torch
+from hydra.utils import instantiate
 from torch import nn
 
+from classic_cnns import ClassicCNNsError
+from classic_cnns.config import build_network
 from classic_cnns.models import AlexNet, LeNet5
-from classic_cnns.models.layers import MinPool2d, SamePad2d, Subsampling2d, conv2d, make_pool
+from classic_cnns.models.layers import LocalResponseNorm, MinPool2d, SamePad2d, Subsampling2d, conv2d, lrn_divisor_spread, make_norm, make_pool
 
 CIFAR_ALEXNET = dict(  # conf/model/alexnet.yaml
     widths=(64, 192, 384, 256, 256), kernel_sizes=(3, 5, 3, 3, 3), strides=(1,) * 5,
@@ -124,9 +129,33 @@ def test_lrn_only_after_conv1_and_conv2_batch_norm_after_every_conv():
     def count(model, kind):
         return sum(isinstance(m, kind) for m in model.features)
 
-    assert count(AlexNet(), nn.LocalResponseNorm) == 2
+    assert count(AlexNet(), LocalResponseNorm) == 2
     assert count(AlexNet(norm="batch"), nn.BatchNorm2d) == 5
     assert count(LeNet5(norm="batch"), nn.BatchNorm2d) == 2
+
+
+def test_lrn_is_the_papers_formula():
+    """Krizhevsky et al. 2012, section 3.3, written out: b[i] = a[i] / (k + alpha * sum_j a[j]^2)^beta
+    over the maps j from max(0, i - n/2) to min(N - 1, i + n/2), with k=2, n=5, alpha=1e-4, beta=0.75."""
+    k, n, alpha, beta = 2.0, 5, 1e-4, 0.75
+    a = torch.randn(2, 7, 3, 4, dtype=torch.float64) * 60  # 0-255 scale inputs: the sum term matters
+    expected = torch.empty_like(a)
+    for i in range(a.shape[1]):
+        window = a[:, max(0, i - n // 2) : min(a.shape[1] - 1, i + n // 2) + 1]
+        expected[:, i] = a[:, i] / (k + alpha * window.square().sum(dim=1)) ** beta
+    torch.testing.assert_close(make_norm("lrn", 7)(a), expected)  # what norm=lrn builds
+    assert not torch.allclose(expected, a / k**beta, rtol=0.05)  # the inputs make the window term count
+
+
+def test_lrn_divisor_spread_says_whether_lrn_was_more_than_a_constant_factor():
+    net = AlexNet(**{**CIFAR_ALEXNET, "norm": "lrn", "widths": (8, 8, 8, 8, 8), "hidden_features": 8}, input_size=(32, 32))
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+    unit, paper = lrn_divisor_spread(net, x), lrn_divisor_spread(net, x * 64)  # unit variance vs 0-255 values
+    assert set(unit) == {"lrn1/divisor_median", "lrn1/divisor_max", "lrn2/divisor_median", "lrn2/divisor_max"}
+    assert 1.0 <= unit["lrn1/divisor_median"] <= unit["lrn1/divisor_max"] < 1.01  # k=2 dominates: a constant factor
+    assert paper["lrn1/divisor_max"] > 1.1
+    assert lrn_divisor_spread(AlexNet(**CIFAR_ALEXNET, input_size=(32, 32)), x) == {}  # no LRN, nothing to say
 
 
 def per_layer_params(model: nn.Module) -> list[int]:
@@ -198,3 +227,57 @@ def test_every_pooling_and_padding_on_both_networks(pooling, padding, size):
             build()
     else:
         assert build().eval()(torch.zeros(1, 3, size, size)).shape == (1, 1000)
+
+
+@pytest.fixture(scope="module")
+def torchvision_alexnet():
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.alexnet().eval()
+
+
+def _alexnet_torchvision_config(make_cfg, *overrides):
+    cfg = make_cfg("model=alexnet_torchvision", *overrides)
+    assert cfg.data.image_size == 224  # torchvision's AlexNet input
+    return cfg
+
+
+def test_alexnet_torchvision_loads_torchvisions_state_dict_unchanged_and_computes_the_same(make_cfg, torchvision_alexnet):
+    cfg = _alexnet_torchvision_config(make_cfg)
+    net = instantiate(cfg.model, in_channels=3, num_classes=1000, input_size=(224, 224)).eval()
+    assert list(net.state_dict()) == list(torchvision_alexnet.state_dict())
+    net.load_state_dict(torchvision_alexnet.state_dict())  # strict: same keys, same shapes
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(net(x), torchvision_alexnet(x))
+        y = torch.randn(1, 3, 256, 256)  # the adaptive 6x6 average pooling too
+        assert torch.equal(net(y), torchvision_alexnet(y))
+
+
+def test_pretrained_goes_through_torchvisions_weights_api_and_keeps_fc8_for_other_classes(make_cfg, torchvision_alexnet, monkeypatch):
+    from torchvision.models import AlexNet_Weights
+
+    asked = {}
+    monkeypatch.setattr(AlexNet_Weights, "get_state_dict", lambda self, **kw: asked.update(kw) or torchvision_alexnet.state_dict())
+    cfg = _alexnet_torchvision_config(make_cfg, "model.pretrained=true")
+    net = build_network(cfg, instantiate(cfg.data))  # CIFAR-10
+    assert asked["weights_only"]  # tensors only: a cached file cannot run code
+    state, reference = net.state_dict(), torchvision_alexnet.state_dict()
+    assert all(torch.equal(state[k], reference[k]) for k in reference if not k.startswith("classifier.6."))
+    assert state["classifier.6.weight"].shape == (10, 4096)  # FC8: a new layer for CIFAR-10's classes
+    with pytest.raises(ClassicCNNsError, match="this network differs: size mismatch for features.0.weight"):
+        build_network(cfg, instantiate(cfg.data, _target_="classic_cnns.data.MNISTDataModule"))
+
+
+def test_pretrained_offline_is_one_line_naming_the_file_for_torchs_cache(make_cfg, tmp_path, monkeypatch):
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    cfg = _alexnet_torchvision_config(make_cfg, "model.pretrained=true")
+    with pytest.raises(ClassicCNNsError) as error:
+        build_network(cfg, instantiate(cfg.data))
+    message = str(error.value)
+    assert "\n" not in message and f"place https://download.pytorch.org/models/alexnet-owt-7be5be79.pth as {tmp_path}/hub/checkpoints/alexnet-owt-7be5be79.pth" in message

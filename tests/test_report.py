@@ -2,10 +2,13 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
+import scipy.stats
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.report import epochs_to_train_acc, load_sweep, write_report
+from classic_cnns.report import epochs_to_train_acc, load_sweep, summarize_sweep, write_report
 
 from .conftest import ROOT
 from .test_cli import FAST, run_cli
@@ -87,3 +90,43 @@ def test_epochs_to_a_training_accuracy_and_validation_only_at_the_end(tmp_path):
 def test_report_command_rejects_a_target_that_is_not_an_accuracy(sweep):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep), "--train-acc-target", "75"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--train-acc-target is an accuracy in (0, 1], got 75.0" in result.stderr
+
+
+def test_each_configuration_is_tested_against_the_best_with_welchs_t_test():
+    accuracies = {
+        "pooling=max": [0.9910, 0.9915, 0.9905, 0.9912, 0.9908],
+        "pooling=avg": [0.9913, 0.9901, 0.9917, 0.9899, 0.9907],  # within the spread of max
+        "pooling=min": [0.9850, 0.9862, 0.9855, 0.9858, 0.9851],  # clearly worse
+        "pooling=subsampling": [0.9800],  # one seed: no test
+    }
+    jobs = pd.DataFrame(
+        [{"job": f"{c}-{i}", "configuration": c, "status": "completed", "test/acc": a, "val/acc": a, "params": 1, "fit_seconds": 1.0, "epochs": 1}
+         for c, values in accuracies.items() for i, a in enumerate(values)]
+    )
+    table = summarize_sweep(jobs)
+    assert table.index[0] == "pooling=max" and table.loc["pooling=max", "vs_best"] == 0
+
+    def welch_p(a, b):  # Welch (1947): t with the Welch-Satterthwaite degrees of freedom, two-sided
+        (ma, va, na), (mb, vb, nb) = ((np.mean(x), np.var(x, ddof=1), len(x)) for x in (a, b))
+        t = (ma - mb) / np.sqrt(va / na + vb / nb)
+        df = (va / na + vb / nb) ** 2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
+        return 2 * scipy.stats.t.sf(abs(t), df)
+
+    for configuration, significant in (("pooling=avg", False), ("pooling=min", True)):
+        row = table.loc[configuration]
+        assert row["p_vs_best"] == pytest.approx(welch_p(accuracies[configuration], accuracies["pooling=max"]), rel=1e-9)
+        assert row["significant"] is significant
+        assert row["vs_best"] == pytest.approx(np.mean(accuracies[configuration]) - np.mean(accuracies["pooling=max"]))
+    assert table.loc["pooling=subsampling", "significant"] is None
+
+
+def test_report_states_the_test_and_marks_significant_differences(tmp_path):
+    for job, (pooling, seed, accuracy) in enumerate([("max", 0, 0.99), ("max", 1, 0.991), ("min", 0, 0.95), ("min", 1, 0.952)]):
+        job_dir = tmp_path / "sweep" / str(job)
+        (job_dir / ".hydra").mkdir(parents=True)
+        (job_dir / ".hydra" / "overrides.yaml").write_text(f"- pooling={pooling}\n- seed={seed}\n")
+        (job_dir / "metrics.json").write_text(json.dumps({"test/acc": accuracy, "val/acc": accuracy, "params": 1, "fit_seconds": 1.0, "epochs": 1}))
+    report = (write_report(tmp_path / "sweep", tmp_path / "out") / "report.md").read_text()
+    assert "| pooling=max " in report and "| best " in report
+    assert "-0.0395, p=0.0" in report and "**yes**" in report
+    assert "two-sided Welch t-test (unequal variances)" in report

@@ -1,32 +1,94 @@
-"""The experiment=study_* sweeps: each job of each study composes and passes validation."""
+"""The experiment=study_* and hparams_search=* sweeps: every job composes, validates and builds."""
 
 import itertools
 import json
+import re
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
-from classic_cnns.config import validate
+from classic_cnns.config import ConfigError, check_network_builds, validate
 from classic_cnns.train import train
 
 from .conftest import CONF_DIR
+from .test_cli import FAST, run_cli
 
 STUDIES = sorted(p.stem for p in (CONF_DIR / "experiment").glob("study_*.yaml"))
+SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
+OPTUNA_RANGE = re.compile(r"^(?:float|int)\(\s*([^,]+),\s*([^,)]+)")  # float(LOW, HIGH[, log]): both ends
+
+
+def _values(parser: OverridesParser, key: str, spec: str) -> list[str]:
+    """The values a sweep takes for `key`: every one of a list, both ends of a range."""
+    match = OPTUNA_RANGE.match(spec.strip())
+    if match:
+        return [value.strip() for value in match.groups()]
+    override = parser.parse_override(f"{key}={spec}")
+    if override.is_discrete_sweep():
+        return list(override.sweep_string_iterator())
+    if override.is_sweep_override():  # interval(LOW, HIGH)
+        return [str(override.value().start), str(override.value().end)]
+    return [override.get_value_element_as_str()]
+
+
+def _jobs(group: str, name: str) -> list[list[str]]:
+    """Every job of a study's grid (seeds left out: a seed cannot change a shape); for a search,
+    every combination of its choices with all ranges at their low ends and at their high ends."""
+    cfg = compose("train", overrides=[f"{group}={name}"], return_hydra_config=True)
+    parser = OverridesParser.create()
+    grid, ranges = [], []
+    for key, spec in cfg.hydra.sweeper.params.items():
+        if key == "seed":
+            continue
+        values = [f"{key}={value}" for value in _values(parser, key, str(spec))]
+        (ranges if OPTUNA_RANGE.match(str(spec).strip()) or "interval(" in str(spec) else grid).append(values)
+    ends = [list(end) for end in zip(*ranges)] or [[]]
+    return [[f"{group}={name}", *job, *end] for job in itertools.product(*grid) for end in ends]
+
+
+@pytest.mark.parametrize("group, name", [("experiment", s) for s in STUDIES] + [("hparams_search", s) for s in SEARCHES])
+def test_every_job_of_every_study_and_search_composes_validates_and_builds(group, name):
+    """Each job's network is built on the meta device (shapes only), as the checked sweeper does
+    before the first job of a sweep starts."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        jobs = _jobs(group, name)
+        assert len(jobs) >= 2
+        for job in jobs:
+            cfg = compose("train", overrides=job, return_hydra_config=True)
+            validate(cfg)
+            check_network_builds(cfg)
+            choices = cfg.hydra.runtime.choices
+            for key, value in (override.split("=", 1) for override in job[1:]):  # each job gets its values
+                if key in choices:
+                    assert choices[key] == value
+                else:
+                    assert OmegaConf.select(cfg, key) == yaml.safe_load(value)
 
 
 @pytest.mark.parametrize("study", STUDIES)
-def test_every_job_of_a_study_composes_and_validates(make_cfg, study):
+def test_studies_with_lenet5_repeat_over_5_seeds_the_alexnet_ones_over_3(study):
+    GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        sweep = compose("train", overrides=[f"experiment={study}"], return_hydra_config=True).hydra.sweeper.params
-    assert sweep.seed == "0,1,2"  # every study repeats each configuration over 3 seeds
-    grid = [[f"{key}={value}" for value in str(values).split(",")] for key, values in sweep.items()]
-    for job in itertools.product(*grid):
-        cfg = make_cfg(f"experiment={study}", *job)
-        validate(cfg)
-        choices = HydraConfig.get().runtime.choices
-        for key, value in (override.split("=") for override in job):
-            assert str(cfg.seed if key == "seed" else choices[key]) == value
+        cfg = compose("train", overrides=[f"experiment={study}"], return_hydra_config=True)
+    networks = str(cfg.hydra.sweeper.params.get("model", cfg.hydra.runtime.choices.model))
+    assert cfg.hydra.sweeper.params.seed == ("0,1,2,3,4" if "lenet5" in networks else "0,1,2")
+
+
+@pytest.mark.parametrize(
+    "overrides, problem",
+    [
+        (["model=alexnet", "padding=valid"], "a 32x32 input is too small"),  # the padding study's old AlexNet jobs
+        (["pooling.kernel_size=8"], "a 28x28 input is too small"),
+    ],
+)
+def test_a_network_that_cannot_be_built_is_a_config_error_naming_the_fix(make_cfg, overrides, problem):
+    with pytest.raises(ConfigError, match=f"cannot be built: {problem}.*Use a larger data.image_size, padding=same or a smaller pooling"):
+        check_network_builds(make_cfg(*overrides))
 
 
 def test_activation_study_runs_alexnet_without_any_regularization_as_in_the_paper(make_cfg):
@@ -49,3 +111,13 @@ def test_fast_configs_validate_once_at_the_end_and_test_the_final_model(make_cfg
     assert cfg.model._target_.endswith(model) and cfg.model.norm == "batch"
     assert cfg.trainer.check_val_every_n_epoch == cfg.trainer.max_epochs > 1
     assert cfg.callbacks.views is None and cfg.callbacks.model_checkpoint.monitor == "val/acc"
+
+
+def test_checked_sweeper_builds_every_network_before_the_first_job_starts(data_dir, tmp_path):
+    result = run_cli("-m", "pooling.kernel_size=2,8", *FAST, data_dir=data_dir, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "job 1 (pooling.kernel_size=8 trainer=debug" in output  # the job: its number and overrides
+    assert "the network cannot be built: a 28x28 input is too small" in output
+    assert "Use a larger data.image_size, padding=same or a smaller pooling" in output
+    assert not list(tmp_path.glob("outputs/multirun/*/*/0"))  # job 0 (kernel size 2, valid) never started

@@ -7,10 +7,13 @@ Hydra already refuses unknown keys (struct mode) and unknown options of a group
 from collections.abc import Callable
 from typing import Any
 
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.data.base import PLACEMENTS
+from classic_cnns.data.base import PLACEMENTS, SCALES
 from classic_cnns.models.layers import ACTIVATIONS, NORMS, PADDING_MODES, PADDINGS, POOLS
 
 
@@ -48,6 +51,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.crop_padding": _int(0),
     "data.num_workers": _int(0),
     "data.placement": _one_of(list(PLACEMENTS)),
+    "data.scale": _one_of(list(SCALES)),
     "optimizer.lr": ((lambda v: isinstance(v, (int, float)) and v > 0), "a number > 0"),
     "pooling.name": _one_of(list(POOLS)),
     "pooling.kernel_size": _optional_int(1),
@@ -74,3 +78,33 @@ def validate(cfg: DictConfig) -> None:
             problems.append(f"{key}={value!r} is not allowed: use {allowed}")
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def build_network(cfg: DictConfig, datamodule, **kwargs) -> torch.nn.Module:
+    """The network of `cfg.model` for the images of `datamodule`. A network that cannot be built
+    (layers too large for the input, weights that cannot be loaded) is one clear ClassicCNNsError,
+    not Hydra's InstantiationException around it."""
+    try:
+        return instantiate(
+            cfg.model,
+            in_channels=datamodule.channels,
+            num_classes=datamodule.num_classes,
+            input_size=datamodule.input_size,
+            **kwargs,
+        )
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, ClassicCNNsError):
+            raise cause from None
+        if isinstance(cause, ValueError):
+            raise ConfigError(f"the network cannot be built: {cause}") from None
+        raise
+
+
+def check_network_builds(cfg: DictConfig) -> None:
+    """Build the job's network on the meta device (shapes only: no memory, no data read, no
+    weights loaded), so that layers which shrink the feature maps to nothing fail before any
+    job of a sweep starts, with the fix in the message."""
+    shapes_only = {"pretrained": False} if "pretrained" in cfg.model else {}  # never download here
+    with torch.device("meta"):
+        build_network(cfg, instantiate(cfg.data), **shapes_only)

@@ -1,69 +1,75 @@
 """Evaluate and predict from a checkpoint alone (scripts/evaluate.py, scripts/predict.py)."""
 
 import csv
+import errno
 import json
+import os
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
-from hydra.utils import instantiate
 from PIL import Image, UnidentifiedImageError
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.checkpoint import load_classifier
-from classic_cnns.data import ImageDataModule
-from classic_cnns.module import ImageClassifier
-
-
-def _datamodule(model: ImageClassifier, data_dir: str | None = None) -> ImageDataModule:
-    """The checkpoint's data module: same set, split, normalization and input size."""
-    data = dict(model.hparams.config["data"])
-    if data_dir:
-        data["data_dir"] = data_dir
-    return instantiate(data)
+from classic_cnns.checkpoint import build_datamodule, load_classifier
 
 
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@torch.no_grad()
+class _TestConfusion(L.Callback):
+    """The confusion matrix of a `trainer.test`, from the logits the classifier's test_step returns."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.matrix = MulticlassConfusionMatrix(num_classes)
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self.matrix = self.matrix.to(pl_module.device)
+        self.matrix.reset()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.matrix.update(outputs["logits"], batch[1])
+
+
 def evaluate(ckpt_path: str, output_dir: str | None = None, data_dir: str | None = None) -> dict:
-    """Test metrics, confusion matrix PNG, per-class CSV of a checkpoint; written to output_dir
-    (default: `evaluation/` beside the checkpoints folder). Returns the metrics."""
+    """Test a checkpoint with `trainer.test`, as train() does: test metrics, confusion matrix PNG
+    and per-class CSV, written to output_dir (default: `evaluation/` beside the checkpoints
+    folder). Returns the metrics, `per_class` (one row per class) and `output_dir`."""
     from classic_cnns.views import confusion_figure, figure_to_png, per_class_accuracy
 
-    device = _device()
-    model = load_classifier(ckpt_path).to(device)
-    datamodule = _datamodule(model, data_dir)
-    datamodule.prepare_data()
-    datamodule.setup("test")
+    model = load_classifier(ckpt_path)
+    datamodule = build_datamodule(model.hparams.config, data_dir)
     names = model.hparams.data_info["class_names"]
-    confusion = MulticlassConfusionMatrix(len(names)).to(device)
-    loss_sum, count = 0.0, 0
-    for images, labels in datamodule.test_dataloader():
-        images, labels = images.to(device), labels.to(device)
-        logits = model(datamodule.transform(images))
-        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
-        count += len(labels)
-        confusion.update(logits, labels)
-    matrix = confusion.compute().cpu()
-    metrics = {"test/acc": float(matrix.diag().sum() / matrix.sum()), "test/loss": loss_sum / count, "images": count}
+    confusion = _TestConfusion(len(names))
+    trainer = L.Trainer(
+        accelerator="auto", devices=1, logger=False, callbacks=[confusion], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    with warnings.catch_warnings():  # the classifier logs its test metrics; here they are returned instead
+        warnings.filterwarnings("ignore", message=r".*but have no logger configured")
+        (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
+    matrix = confusion.matrix.compute().cpu()
+    per_class = [
+        {"class": name, "images": int(row.sum()), "correct": int(row[index]), "accuracy": accuracy}
+        for index, (name, row, accuracy) in enumerate(zip(names, matrix, per_class_accuracy(matrix).tolist()))
+    ]
+    metrics = {"test/acc": results["test/acc"], "test/loss": results["test/loss"], "images": int(matrix.sum())}
 
     out = Path(output_dir) if output_dir else Path(ckpt_path).resolve().parent.parent / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "confusion_matrix.png").write_bytes(figure_to_png(confusion_figure(matrix, names)))
     with open(out / "per_class.csv", "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["class", "images", "correct", "accuracy"])
-        for name, row, accuracy in zip(names, matrix, per_class_accuracy(matrix).tolist()):
-            writer.writerow([name, int(row.sum()), int(row[names.index(name)]), f"{accuracy:.4f}"])
-    metrics["output_dir"] = str(out)
-    return metrics
+        writer = csv.DictWriter(file, fieldnames=["class", "images", "correct", "accuracy"])
+        writer.writeheader()
+        writer.writerows({**row, "accuracy": f"{row['accuracy']:.4f}"} for row in per_class)
+    return metrics | {"per_class": per_class, "output_dir": str(out)}
 
 
 @dataclass
@@ -72,13 +78,51 @@ class Prediction:
     classes: list[str]
     probabilities: list[float]
     error: str = ""
+    inverted: bool = False
 
 
-def image_files(inputs: str) -> list[Path]:
-    path = Path(inputs)
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file())
-    return [path]
+class Predictions(list):
+    """The predictions in file order, and `expects`: what the model expects of its inputs."""
+
+    expects: str = ""
+
+
+def image_files(inputs: str) -> list[tuple[Path, str]]:
+    """The files of `inputs` (a file, or a directory walked recursively, following symlinks),
+    each with "" or why it cannot be read: a symlink loop or a broken symlink is reported."""
+    root = Path(inputs)
+    if not root.is_dir():
+        return [(root, "")]
+    found: list[tuple[Path, str]] = []
+
+    def walk(folder: Path, ancestors: frozenset) -> None:
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError as error:
+            found.append((folder, f"cannot be read ({error.strerror})"))
+            return
+        for entry in entries:
+            try:
+                info = entry.stat()  # follows symlinks
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    found.append((entry, "symlink loop"))
+                elif entry.is_symlink():
+                    found.append((entry, f"broken symlink (to {os.readlink(entry)})"))
+                else:
+                    found.append((entry, f"cannot be read ({error.strerror})"))
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if (info.st_dev, info.st_ino) in ancestors:
+                    found.append((entry, f"symlink loop (back to {entry.resolve()})"))
+                else:
+                    walk(entry, ancestors | {(info.st_dev, info.st_ino)})
+            elif stat.S_ISREG(info.st_mode):
+                found.append((entry, ""))
+
+    top = root.stat()
+    walk(root, frozenset({(top.st_dev, top.st_ino)}))
+    return found
 
 
 def _load_image(path: Path, channels: int, size) -> torch.Tensor:
@@ -89,28 +133,66 @@ def _load_image(path: Path, channels: int, size) -> torch.Tensor:
     return pixels.unsqueeze(0) if channels == 1 else pixels.permute(2, 0, 1)
 
 
+def _read_error(error: Exception) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "file not found"
+    if isinstance(error, Image.DecompressionBombError):
+        return f"image too large to decode safely ({error})"
+    if isinstance(error, OSError) and error.errno == errno.ELOOP:
+        return "symlink loop"
+    return f"not a readable image ({type(error).__name__})"
+
+
+def has_light_background(pixels: torch.Tensor, border: int = 2) -> bool:
+    """Whether the outer `border` pixels of a uint8 (C, H, W) image are mostly light."""
+    frame = torch.cat([
+        pixels[..., :border, :].flatten(), pixels[..., -border:, :].flatten(),
+        pixels[..., :, :border].flatten(), pixels[..., :, -border:].flatten(),
+    ])  # fmt: skip
+    return bool(frame.float().median() > 127)
+
+
+INVERT = (True, False, "auto")
+
+
 @torch.no_grad()
-def predict(ckpt_path: str, inputs: str, topk: int = 3) -> list[Prediction]:
+def predict(ckpt_path: str, inputs: str, topk: int = 3, invert: bool | str = "auto") -> Predictions:
     """Top-k classes of every image in `inputs` (a file or a directory); a file that cannot be
-    read gets its error and the others are still predicted."""
+    read gets its error and the others are still predicted.
+
+    `invert`: true inverts every image (255 - x), false none; "auto" inverts the images with a
+    light border when the model was trained on light strokes on a dark background (MNIST)."""
+    if invert not in INVERT:
+        raise ClassicCNNsError(f"invert={invert!r} is not allowed: use true, false or auto")
     device = _device()
     model = load_classifier(ckpt_path).to(device)
-    datamodule = _datamodule(model)
+    datamodule = build_datamodule(model.hparams.config)
     info = model.hparams.data_info
     names, k = info["class_names"], min(topk, len(info["class_names"]))
-    predictions = []
-    for path in image_files(inputs):
+    dark = datamodule.background == "dark"
+    predictions = Predictions()
+    if dark:
+        predictions.expects = (
+            f"This model expects light strokes on a dark background, like {datamodule.name}'s white digits on "
+            f"black; {'images with a light border are inverted (invert=auto)' if invert == 'auto' else f'invert={invert}'}"
+        )
+    for path, problem in image_files(inputs):
+        if problem:
+            predictions.append(Prediction(str(path), [], [], problem))
+            continue
         try:
             pixels = _load_image(path, info["channels"], info["native_size"])
-        except FileNotFoundError:
-            predictions.append(Prediction(str(path), [], [], "file not found"))
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
+            predictions.append(Prediction(str(path), [], [], _read_error(error)))
             continue
-        except (UnidentifiedImageError, OSError, ValueError) as error:
-            predictions.append(Prediction(str(path), [], [], f"not a readable image ({type(error).__name__})"))
-            continue
+        inverted = invert is True or (invert == "auto" and dark and has_light_background(pixels))
+        if inverted:
+            pixels = 255 - pixels
         probabilities = model(datamodule.transform(pixels.unsqueeze(0).to(device))).float().softmax(1)[0]
         top = probabilities.topk(k)
-        predictions.append(Prediction(str(path), [names[i] for i in top.indices.tolist()], top.values.tolist()))
+        predictions.append(
+            Prediction(str(path), [names[i] for i in top.indices.tolist()], top.values.tolist(), inverted=inverted)
+        )
     if not predictions:
         raise ClassicCNNsError(f"no files found in {inputs}")
     return predictions
@@ -119,9 +201,9 @@ def predict(ckpt_path: str, inputs: str, topk: int = 3) -> list[Prediction]:
 def write_predictions_csv(predictions: list[Prediction], path: str) -> None:
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["file", "rank", "class", "probability", "error"])
+        writer.writerow(["file", "rank", "class", "probability", "error", "inverted"])
         for p in predictions:
             if p.error:
-                writer.writerow([p.file, "", "", "", p.error])
+                writer.writerow([p.file, "", "", "", p.error, ""])
             for rank, (name, probability) in enumerate(zip(p.classes, p.probabilities), start=1):
-                writer.writerow([p.file, rank, name, f"{probability:.4f}", ""])
+                writer.writerow([p.file, rank, name, f"{probability:.4f}", "", int(p.inverted)])

@@ -3,7 +3,8 @@
 Each job dir holds `.hydra/overrides.yaml`, `metrics.json` (or `error.txt` if it failed) and
 TensorBoard events. A configuration is named by the overrides that vary across the sweep; jobs
 that differ only in `seed=` form one configuration, and the table gives the mean and standard
-deviation over its seeds.
+deviation over its seeds. Each configuration's test accuracies are compared with those of the best
+one by Welch's t-test, so that "equivalent" and "worse" are tested statements.
 """
 
 from pathlib import Path
@@ -13,13 +14,22 @@ import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
+from scipy import stats  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from classic_cnns import ClassicCNNsError  # noqa: E402
 
 SEED_KEYS = ("seed",)
+ALPHA = 0.05  # significance level of the comparison with the best configuration
+SIGNIFICANCE_NOTE = (
+    "*vs best*: the difference of each configuration's mean test accuracy from the best one's, and the "
+    "p-value of a two-sided Welch t-test (unequal variances) on their test accuracies over seeds; "
+    f"**yes** marks p < {ALPHA}: a difference larger than the spread over seeds. *no* means the seeds "
+    "cannot tell the two apart (not that they are proven equal)."
+)
 CURVES = ("train/acc", "val/acc")
 
 
@@ -101,7 +111,24 @@ def summarize_sweep(jobs: pd.DataFrame) -> pd.DataFrame:
     if "epochs_to_target" in done:
         columns |= dict(to_target_mean=("epochs_to_target", "mean"), to_target_std=("epochs_to_target", "std"), to_target_runs=("epochs_to_target", "count"))
     table = done.groupby("configuration", sort=False).agg(**columns)
-    return table.fillna({"test_acc_std": 0.0, "val_acc_std": 0.0}).sort_values("test_acc_mean", ascending=False)
+    table = table.fillna({"test_acc_std": 0.0, "val_acc_std": 0.0}).sort_values("test_acc_mean", ascending=False)
+    return table.join(compare_with_best(done, table.index[0]))
+
+
+def compare_with_best(done: pd.DataFrame, best: str) -> pd.DataFrame:
+    """Per configuration: its mean test accuracy minus the best one's, Welch's t-test p-value of
+    the two sets of seeds, and whether p < ALPHA (NaN/None where a side has fewer than 2 seeds
+    or neither varies)."""
+    accuracies = done.groupby("configuration", sort=False)["test/acc"].apply(list)
+    rows = {}
+    for configuration, values in accuracies.items():
+        difference = pd.Series(values).mean() - pd.Series(accuracies[best]).mean()
+        p = float("nan")
+        if configuration != best and min(len(values), len(accuracies[best])) >= 2:
+            with np.errstate(all="ignore"):  # no spread on either side: p is NaN
+                p = float(stats.ttest_ind(values, accuracies[best], equal_var=False).pvalue)
+        rows[configuration] = {"vs_best": difference, "p_vs_best": p, "significant": None if pd.isna(p) else bool(p < ALPHA)}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def _plot_curves(curves: pd.DataFrame, metric: str, path: Path, target: float | None = None) -> None:
@@ -117,6 +144,14 @@ def _plot_curves(curves: pd.DataFrame, metric: str, path: Path, target: float | 
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def _versus_best(name: str, difference: float, p: float, significant: bool | None, best: str) -> str:
+    if name == best:
+        return "best"
+    if significant is None:
+        return f"{difference:+.4f}, p n/a (needs 2+ seeds with a spread)"
+    return f"{difference:+.4f}, p={p:.2g}: {'**yes**' if significant else 'no'}"
 
 
 def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None, train_acc_target: float | None = None) -> Path:
@@ -145,10 +180,11 @@ def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None, tr
                 (f"{m:.1f} ± {0.0 if pd.isna(s) else s:.1f}" if reached else "not reached") + (f" ({reached}/{runs} runs)" if reached < runs else "")
                 for m, s, reached, runs in zip(shown.pop("to_target_mean"), shown.pop("to_target_std"), shown.pop("to_target_runs"), shown["runs"])
             ]
+        shown["vs best"] = [_versus_best(name, d, p, sig, table.index[0]) for name, d, p, sig in zip(shown.index, shown.pop("vs_best"), shown.pop("p_vs_best"), shown.pop("significant"))]
         shown["params"] = shown["params"].map(lambda n: f"{int(n):,}")
         shown["epochs"] = shown["epochs"].map(lambda e: f"{e:.3g}")  # a mean over seeds where runs stop early
         shown["fit s"] = shown.pop("fit_seconds").map(lambda s: f"{s:.1f}")
-        lines += [shown.reset_index().to_markdown(index=False), ""]
+        lines += [shown.reset_index().to_markdown(index=False), "", SIGNIFICANCE_NOTE, ""]
     failed = jobs[jobs["status"] == "failed"]
     if not failed.empty:
         lines += ["## Failed jobs", ""] + [f"- job {r.job} ({r.overrides}): {r.error}" for r in failed.itertuples()] + [""]

@@ -13,11 +13,11 @@ import torch
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import nn
 
-from classic_cnns.models.layers import MinPool2d, SamePad2d, Subsampling2d
+from classic_cnns.models.layers import LocalResponseNorm, MinPool2d, SamePad2d, Subsampling2d
 from classic_cnns.models.lenet import ConnectionTableConv2d, RBFOutput
 
 POOLS = (nn.MaxPool2d, nn.AvgPool2d, MinPool2d, Subsampling2d)
-NORMS = (nn.BatchNorm2d, nn.LocalResponseNorm)
+NORMS = (nn.BatchNorm2d, LocalResponseNorm)
 HEADER = ("layer", "type", "output", "params", "fixed", "connections", "N", "F", "P", "S", "O")
 
 

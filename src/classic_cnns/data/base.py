@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from filelock import FileLock
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
 
 from classic_cnns import ClassicCNNsError
+from classic_cnns.randomness import epoch_order
 
 
 class DatasetNotFoundError(ClassicCNNsError):
@@ -32,6 +34,7 @@ class DatasetNotFoundError(ClassicCNNsError):
 
 
 PLACEMENTS = ("auto", "device", "dataloader")
+SCALES = ("standard", "paper")
 
 
 class TensorBatches(Dataset):
@@ -59,14 +62,14 @@ def _whole_batch(batch):
 class DeviceBatches:
     """Batches as index slices of tensors that already live on the training device.
 
-    The order of an epoch is a permutation drawn from its own generator seeded with
-    (`seed`, epoch): every DDP rank draws the same one and takes its own share, and a resumed
-    run replays the same order as an uninterrupted one. `epoch` says which epoch is starting;
-    without it the object counts its own passes. Under DDP training drops the remainder, so that
-    every rank takes the same number of steps; evaluation splits the set into disjoint shares
-    without repeats (like Lightning's UnrepeatedDistributedSampler), so that each image is
-    counted once: the shares may differ by one image, and the ranks' batch counts by one, which
-    is safe because evaluation has no per-step collective.
+    The order of an epoch is `epoch_order(n, seed, epoch)`: every DDP rank draws the same one
+    and takes its own share, and a resumed run replays the same order as an uninterrupted one.
+    `epoch` says which epoch is starting; without it the object counts its own passes. Under DDP
+    training drops the remainder, so that every rank takes the same number of steps; evaluation
+    splits the set into disjoint shares without repeats (like Lightning's
+    UnrepeatedDistributedSampler), so that each image is counted once: the shares may differ by
+    one image, and the ranks' batch counts by one, which is safe because evaluation has no
+    per-step collective.
     """
 
     def __init__(
@@ -90,9 +93,7 @@ class DeviceBatches:
         n, device = len(self.labels), self.labels.device
         if self.shuffle:
             epoch = self.epoch() if self.epoch is not None else self._passes
-            generator = torch.Generator(device=device).manual_seed(self.seed + epoch)
-            order = torch.randperm(n, device=device, generator=generator)
-            order = order[: n - n % self.world_size]
+            order = epoch_order(n, self.seed, epoch, device)[: n - n % self.world_size]
         else:
             order = torch.arange(n, device=device)
         return order[self.rank :: self.world_size]
@@ -109,9 +110,27 @@ class DeviceBatches:
             yield self.images[batch], self.labels[batch]
 
 
+class EpochOrderSampler(DistributedSampler):
+    """The DataLoader placement's training order: DeviceBatches' order (from (seed, epoch)
+    jointly, each rank its share, the remainder dropped). Lightning keeps a DistributedSampler
+    as it is and tells it the epoch (`set_epoch`), also after a resume."""
+
+    def __init__(self, dataset: Dataset, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
+
+    def __iter__(self) -> Iterator[int]:
+        order = epoch_order(len(self.dataset), self.seed, self.epoch)[: self.total_size]
+        return iter(order[self.rank :: self.num_replicas].tolist())
+
+
 class ImageDataModule(L.LightningDataModule):
     """Base class: subclasses say what the data is (`name`, shape, classes, normalization,
-    file names) and how to download and read it; this class splits, batches and transforms."""
+    file names) and how to download and read it; this class splits, batches and transforms.
+
+    `seed` seeds the training order of each epoch (train() passes the run's seed).
+    `scale`: "standard" feeds (x - mean) / std with x in [0, 1] (about unit variance);
+    "paper" feeds the AlexNet paper's raw pixel values minus the mean, 0-255 units (here the
+    per-channel `mean`, where the paper subtracted a per-pixel mean image), `std` unused."""
 
     name: str
     channels: int
@@ -119,6 +138,7 @@ class ImageDataModule(L.LightningDataModule):
     class_names: Sequence[str]
     files: Sequence[str]  # relative to `folder`, what must exist to load without a download
     files_hint: str = ""
+    background: str | None = None  # "dark": light strokes on a dark background (MNIST); None: photographs
 
     def __init__(
         self,
@@ -136,13 +156,20 @@ class ImageDataModule(L.LightningDataModule):
         download: bool = True,
         placement: str = "auto",
         num_workers: int = 0,
+        seed: int = 0,
+        scale: str = "standard",
     ) -> None:
         super().__init__()
+        self.seed = seed
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.split_seed = val_size, split_seed
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        if scale not in SCALES:
+            raise ClassicCNNsError(f"data.scale={scale!r} is not allowed: use one of {', '.join(SCALES)}")
+        if scale == "paper":  # (x - mean) * 255: mean-subtracted 0-255 values
+            self.std = torch.full_like(self.mean, 1 / 255)
         self.image_size, self.pad_to = image_size, pad_to
         self.crop_padding, self.horizontal_flip = crop_padding, horizontal_flip
         if placement not in PLACEMENTS:
@@ -240,6 +267,13 @@ class ImageDataModule(L.LightningDataModule):
                 )
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
             val, train = order[: self.val_size], order[self.val_size :]
+            per_rank = len(train) // (self.trainer.world_size if self.trainer is not None else 1)
+            if self.batch_size > per_rank:
+                raise ClassicCNNsError(
+                    f"data.batch_size={self.batch_size} is larger than the {per_rank} training images "
+                    f"{'each DDP rank gets' if per_rank < len(train) else 'left after data.val_size'}: "
+                    f"every step would see all of them, not a batch of that size. Use data.batch_size <= {per_rank}"
+                )
             self.splits["train"] = TensorBatches(images[train], labels[train])
             self.splits["val"] = TensorBatches(images[val], labels[val])
         if stage in (None, "test") and "test" not in self.splits:
@@ -248,7 +282,8 @@ class ImageDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader | DeviceBatches:
         batch_size = self.batch_size if shuffle else self.eval_batch_size
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        strategy = self.trainer.strategy if self.trainer is not None else None
+        rank, world_size = (strategy.global_rank, strategy.world_size) if strategy else (0, 1)
         if self.resolve_placement(device) == "device":
             return self.device_batches(
                 split,
@@ -259,15 +294,16 @@ class ImageDataModule(L.LightningDataModule):
                 world_size=world_size,
                 epoch=(lambda: self.trainer.current_epoch) if self.trainer is not None else None,
             )
-        # Under DDP, Lightning gives training its DistributedSampler; evaluation gets disjoint
-        # shares without DistributedSampler's padding repeats, so that each image counts once.
+        # Evaluation under DDP: disjoint shares without DistributedSampler's padding repeats, so
+        # that each image counts once.
         sampler = None
-        if world_size > 1 and not shuffle:
+        if shuffle:
+            sampler = EpochOrderSampler(self.splits[split], self.seed, rank, world_size)
+        elif world_size > 1:
             sampler = UnrepeatedDistributedSampler(self.splits[split], num_replicas=world_size, rank=rank, shuffle=False)
         return DataLoader(
             self.splits[split],
             batch_size=batch_size,
-            shuffle=shuffle,
             sampler=sampler,
             collate_fn=_whole_batch,
             num_workers=self.num_workers,
@@ -314,7 +350,7 @@ class ImageDataModule(L.LightningDataModule):
             *self._on_device[split, device],
             batch_size=batch_size or (self.batch_size if shuffle else self.eval_batch_size),
             shuffle=shuffle,
-            seed=torch.initial_seed() % 2**62,
+            seed=self.seed,
             rank=rank,
             world_size=world_size,
             epoch=epoch,

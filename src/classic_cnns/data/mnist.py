@@ -43,6 +43,7 @@ class MNISTDataModule(ImageDataModule):
         "t10k-labels-idx1-ubyte",
     )
     files_hint = " (each may also be gzipped, .gz)"
+    background = "dark"  # white digits on black
 
     @property
     def folder(self) -> Path:

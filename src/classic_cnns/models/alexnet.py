@@ -1,8 +1,14 @@
 """AlexNet (Krizhevsky, Sutskever and Hinton, 2012), with the layer choices as arguments."""
 
+import math
 from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlparse
 
+import torch
 from torch import nn
+
+from classic_cnns import ClassicCNNsError
 
 from .layers import conv2d, flat_features, make_activation, make_norm, make_pool
 
@@ -23,6 +29,12 @@ class AlexNet(nn.Module):
     conv1 and conv2 as in the paper, any other norm after every convolution. `groups=2` is the
     paper's two-GPU split: conv2, conv4 and conv5 connect only maps on the same GPU.
     `paddings` are the network's own per-layer paddings, used when padding="default".
+
+    With norm="none" the module layout is torchvision's (`features`, `avgpool`, `classifier` with
+    the same indices), so `torchvision.models.alexnet().state_dict()` loads unchanged into
+    conf/model/alexnet_torchvision.yaml, whose `avgpool_size=(6, 6)` is torchvision's adaptive
+    average pooling; `pretrained=True` loads torchvision's ImageNet weights (FC8 stays fresh when
+    num_classes is not 1000).
     """
 
     def __init__(
@@ -44,6 +56,8 @@ class AlexNet(nn.Module):
         padding_mode: str = "zeros",
         norm: str = "lrn",
         dropout: float = 0.5,
+        avgpool_size: Sequence[int] | None = None,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
         if not len(widths) == len(kernel_sizes) == len(strides) == len(paddings) == 5:
@@ -58,16 +72,19 @@ class AlexNet(nn.Module):
                 groups=groups if index in SPLIT_ACROSS_GPUS else 1,
             )  # fmt: skip
             layers += [conv, make_activation(activation)]
-            if norm != "lrn" or index in LRN_AFTER:
+            if norm != "none" and (norm != "lrn" or index in LRN_AFTER):
                 layers.append(make_norm(norm, width))
             if index in POOL_AFTER:
                 layers.append(make_pool(pooling, width, pool_kernel_size, pool_stride))
             channels = width
         self.features = nn.Sequential(*layers)
+        flat = flat_features(self.features, in_channels, input_size)  # also fails early if nothing is left
+        self.avgpool = nn.AdaptiveAvgPool2d(tuple(avgpool_size)) if avgpool_size else nn.Identity()
+        if avgpool_size:
+            flat = widths[-1] * math.prod(avgpool_size)
         self.classifier = nn.Sequential(
-            nn.Flatten(),
             nn.Dropout(dropout),
-            nn.Linear(flat_features(self.features, in_channels, input_size), hidden_features),  # FC6
+            nn.Linear(flat, hidden_features),  # FC6
             make_activation(activation),
             nn.Dropout(dropout),
             nn.Linear(hidden_features, hidden_features),  # FC7
@@ -75,5 +92,38 @@ class AlexNet(nn.Module):
             nn.Linear(hidden_features, num_classes),  # FC8
         )
 
+        if pretrained:
+            load_torchvision_weights(self)
+
     def forward(self, x):
-        return self.classifier(self.features(x))
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def load_torchvision_weights(net: AlexNet) -> None:
+    """torchvision's ImageNet weights (AlexNet_Weights.IMAGENET1K_V1) through its own weights API,
+    which downloads them once into torch's hub cache; all but FC8 when the classes differ."""
+    from torchvision.models import AlexNet_Weights
+
+    weights = AlexNet_Weights.IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+    try:
+        state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)  # tensors only, no code
+    except OSError as error:  # URLError, no route, DNS: offline
+        raise ClassicCNNsError(
+            f"model.pretrained=true could not download torchvision's AlexNet weights ({error}): "
+            f"offline, place {weights.url} as {cached}"
+        ) from None
+    except Exception as error:  # a truncated or foreign file in the cache
+        raise ClassicCNNsError(f"{cached} is not torchvision's AlexNet weights ({error}): delete it, then download or place it again") from None
+    if net.classifier[-1].out_features != state["classifier.6.weight"].shape[0]:
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.6.")}  # FC8: other classes
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # a tensor of another shape
+        missing, unexpected = [str(error).strip().splitlines()[-1].strip()], []
+    differences = [k for k in missing if not k.startswith("classifier.6.")] + unexpected
+    if differences:
+        raise ClassicCNNsError(
+            "model.pretrained=true loads torchvision's AlexNet (model=alexnet_torchvision on 3-channel "
+            f"images), but this network differs: {', '.join(differences)}"
+        )

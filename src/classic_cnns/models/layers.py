@@ -34,6 +34,58 @@ class Subsampling2d(nn.Module):
         return window_sum * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
+class LocalResponseNorm(nn.Module):
+    """AlexNet's local response normalization (Krizhevsky et al. 2012, section 3.3):
+    b_i = a_i / (k + alpha * sum of a_j^2 over the n maps j centred on i)^beta, at each position.
+
+    `alpha` is the paper's: `nn.LocalResponseNorm` divides its alpha by n, so passing it 1e-4
+    would normalize five times more weakly than the paper.
+    """
+
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0) -> None:
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def divisor(self, x: torch.Tensor) -> torch.Tensor:
+        """(k + alpha * window sum of squares)^beta, the same shape as `x`."""
+        squares = F.pad(x.square().unsqueeze(1), (0, 0, 0, 0, self.size // 2, (self.size - 1) // 2))
+        window_sum = F.avg_pool3d(squares, (self.size, 1, 1), stride=1).squeeze(1) * self.size
+        return (self.k + self.alpha * window_sum).pow(self.beta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / self.divisor(x)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+
+def lrn_divisor_spread(net: nn.Module, images: torch.Tensor) -> dict[str, float]:
+    """How much each LRN layer's divisor varies on `images`: the median and the maximum of
+    divisor / k^beta, per layer in network order (lrn1, lrn2, ...). Both near 1.0 mean that
+    LRN was only the constant factor k^-beta there. Empty without LRN layers."""
+    layers = [module for module in net.modules() if isinstance(module, LocalResponseNorm)]
+    if not layers:
+        return {}
+    ratios: dict[int, torch.Tensor] = {}
+
+    def record(index: int):
+        return lambda layer, inputs, output: ratios.__setitem__(index, layer.divisor(inputs[0]) / layer.k**layer.beta)
+
+    hooks = [layer.register_forward_hook(record(index)) for index, layer in enumerate(layers, 1)]
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(images)
+    finally:
+        net.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    spread = {}
+    for index, ratio in sorted(ratios.items()):
+        spread |= {f"lrn{index}/divisor_median": ratio.median().item(), f"lrn{index}/divisor_max": ratio.max().item()}
+    return spread
+
+
 class ScaledTanh(nn.Module):
     """LeNet-5's squashing function f(a) = A tanh(S a) with A = 1.7159, S = 2/3 (appendix A)."""
 
@@ -77,7 +129,7 @@ NORMS: dict[str, Callable[[int], nn.Module]] = {
     "none": lambda channels: nn.Identity(),
     "batch": nn.BatchNorm2d,
     # AlexNet (2012), section 3.3: k=2, n=5, alpha=1e-4, beta=0.75.
-    "lrn": lambda channels: nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0),
+    "lrn": lambda channels: LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0),
 }
 
 PADDINGS = ("default", "same", "valid")

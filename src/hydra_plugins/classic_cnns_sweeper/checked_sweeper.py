@@ -1,7 +1,8 @@
 """Hydra's basic sweeper, made safe for long sweeps (a Hydra plugin: conf/hydra/default.yaml selects it).
 
-- Every job's config is composed and validated before the first job starts, so a typo in the
-  third value of a sweep fails in seconds, not after two finished jobs.
+- Every job's config is composed and validated, and its network built shapes-only, before the
+  first job starts, so a typo or a pooling too large in the third value of a sweep fails in
+  seconds, not after two finished jobs.
 - A failing job (bad value, NaN loss, out of memory) does not stop the others: its error goes
   to `error.txt` in its own dir, every job's status to `sweep_summary.json` in the sweep dir,
   and the command exits with status 1 at the end, listing the failed jobs.
@@ -16,7 +17,7 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobStatus
 
-from classic_cnns.config import ConfigError, validate
+from classic_cnns.config import ConfigError, check_network_builds, validate
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +25,15 @@ log = logging.getLogger(__name__)
 class CheckedSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch) -> None:
         loader = self.hydra_context.config_loader
-        for overrides in batch:
+        first = sum(map(len, self.overrides[: self.batch_index - 1])) if self.overrides else None
+        for index, overrides in enumerate(batch):
             cfg = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
             try:
                 validate(cfg)
+                check_network_builds(cfg)
             except ConfigError as error:
-                raise ConfigError(f"job {' '.join(overrides)}: {error}") from None
+                number = "" if first is None else f"{first + index} "
+                raise ConfigError(f"job {number}({' '.join(overrides)}): {error}") from None
 
     def sweep(self, arguments: list[str]) -> Any:
         self.launcher_returns = []

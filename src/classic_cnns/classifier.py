@@ -10,6 +10,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from classic_cnns.randomness import seed_training_stream
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
@@ -29,8 +31,9 @@ class ImageClassifier(L.LightningModule):
     `config` is the run's resolved config and `data_info` what the model was trained on
     (class names, input size, normalization), as plain containers: checkpoints load with
     `torch.load(weights_only=True)` and say how to rebuild the model (see checkpoint.py).
-    Checkpoints also carry the RNG states, so that a resumed run continues the same random
-    sequence (data order, augmentation, dropout) as an uninterrupted one.
+    `seed` (the run's) seeds each epoch's augmentation and dropout on each DDP rank from
+    (seed, epoch, rank): the ranks draw different crops, flips and masks, and a run resumed
+    from an epoch's checkpoint draws what an uninterrupted one draws.
 
     Speed: `channels_last` (None: on CUDA, where cuDNN's convolutions and bf16 prefer it) stores
     weights and inputs NHWC; `compile` compiles the network in place (`nn.Module.compile`, so
@@ -49,12 +52,14 @@ class ImageClassifier(L.LightningModule):
         channels_last: bool | None = None,
         compile: bool = False,
         compile_options: dict[str, Any] | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing = label_smoothing
+        self.seed = seed
         self.channels_last, self.compile_net, self.compile_options = channels_last, compile, compile_options or {}
         # Not in checkpoints (torchmetrics states are not persistent). No per-step host read:
         # nan_strategy="disable" (the NaN check reads a value every step; DivergenceGuard watches
@@ -118,17 +123,9 @@ class ImageClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        states = checkpoint.get("rng_states", {})
-        if "torch" in states:
-            torch.set_rng_state(states["torch"])
-        if "cuda" in states and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states["cuda"])
+    def on_train_epoch_start(self) -> None:
+        if self.seed is not None:
+            seed_training_stream(self.seed, self.current_epoch, self.global_rank)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -1,26 +1,27 @@
-"""The same model, optimizer, schedule and epochs timed three ways (scripts/benchmark.py):
+"""The same model, optimizer, schedule and epochs trained and timed three ways:
 
-- "seeds loop": a plain PyTorch loop fed the way the seeds feed it: a DataLoader over one
-  PIL image at a time through torchvision transforms (the same augmentation as the config);
+- "reference loop": a plain PyTorch loop fed the way the reference notebooks feed it: a
+  DataLoader over one PIL image at a time through torchvision transforms (the config's augmentation);
 - "resident loop": the same plain loop on the data module's device-resident batches, with its
   batched transforms;
 - "lightning": this project's path, `train(cfg)`, Lightning and Hydra config included.
 
 The two loops share the training step (precision, channels_last, compile), so (a) vs (b)
-measures the data pipeline and (b) vs (c) what Lightning adds. Every way validates after each
-epoch with the clock stopped: the seconds are training seconds, and "time to target" is the
-training time until the first epoch whose validation accuracy reached the target.
+measures the data pipeline and (b) vs (c) what Lightning adds. Every way does the same work under
+the same process-wide switches (`set_global_switches`, recorded with each run) and validates after
+every epoch with its clock stopped: the seconds are training seconds. `measure` runs every way
+`repeats` times, interleaved in alternating order (a b c, c b a, ...), so that a drift of the
+machine's speed falls on all ways alike.
 """
 
 import contextlib
+import copy
 import json
 import math
-import platform
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import date
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -34,20 +35,26 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import to_pil_image
 
 from classic_cnns import ClassicCNNsError
+from classic_cnns.config import ConfigError, build_network
 from classic_cnns.data import ImageDataModule
 
-WAYS = ("seeds loop", "resident loop", "lightning")
+WAYS = ("reference loop", "resident loop", "lightning")
+MIN_REPEATS_TO_PUBLISH = 5
 
 
 @dataclass
 class Result:
+    """One run of one way."""
+
     way: str
+    repeat: int = 0
     epoch_seconds: list[float] = field(default_factory=list)  # training time of each epoch
     val_acc: list[float] = field(default_factory=list)  # after each epoch
     images_per_epoch: int = 0
     test_acc: float = math.nan
     peak_memory_mib: float = math.nan
     fit_seconds: float = math.nan  # lightning only: train.py's whole fit (validation, checkpoints, ...)
+    switches: dict = field(default_factory=dict)  # the process-wide switches while it trained
 
     @property
     def steady_epoch_seconds(self) -> float:
@@ -66,12 +73,51 @@ class Result:
         return None
 
 
+def check_settings(ways: Sequence[str], repeats: int, doc: str | None) -> None:
+    """Known ways, and enough repeats for a figure that is published."""
+    unknown = [way for way in ways if way not in WAYS]
+    if unknown:
+        raise ConfigError(f"benchmark.ways has {unknown}: use some of {list(WAYS)}")
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise ConfigError(f"benchmark.repeats={repeats!r}: use an integer >= 1 ({MIN_REPEATS_TO_PUBLISH} or more to publish)")
+    if doc and repeats < MIN_REPEATS_TO_PUBLISH:
+        raise ConfigError(
+            f"benchmark.repeats={repeats} is too few to publish in {doc}: use benchmark.repeats="
+            f"{MIN_REPEATS_TO_PUBLISH} or more, or benchmark.doc=null to write into the run dir only"
+        )
+
+
+def set_global_switches(cfg: DictConfig) -> dict:
+    """Set the process-wide switches that Lightning's Trainer sets from `cfg.trainer` (cuDNN
+    benchmark mode, deterministic algorithms) and train() from `cfg` (float32 matmul precision),
+    so that the plain loops run under the same ones; returns them as `current_switches` does."""
+    deterministic = bool(cfg.trainer.get("deterministic"))
+    benchmark = cfg.trainer.get("benchmark")
+    if benchmark is None:  # Lightning keeps the session's value, off when deterministic
+        benchmark = torch.backends.cudnn.benchmark and not deterministic
+    torch.backends.cudnn.benchmark = bool(benchmark)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    return current_switches()
+
+
+def current_switches() -> dict:
+    return {
+        "cudnn.benchmark": torch.backends.cudnn.benchmark,
+        "cudnn.deterministic": torch.backends.cudnn.deterministic,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "detect_anomaly": torch.is_anomaly_enabled(),
+    }
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _device(cfg: DictConfig) -> torch.device:
+def device_of(cfg: DictConfig) -> torch.device:
     if cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
@@ -87,7 +133,7 @@ def _autocast(cfg: DictConfig, device: torch.device):
 
 
 class PILImages(Dataset):
-    """One image at a time, as a PIL image through torchvision transforms (the seeds' pipeline)."""
+    """One image at a time, as a PIL image through torchvision transforms (the reference notebooks' pipeline)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable) -> None:
         self.images, self.labels, self.transform = images, labels, transform
@@ -99,7 +145,7 @@ class PILImages(Dataset):
         return self.transform(to_pil_image(self.images[index])), int(self.labels[index])
 
 
-def seeds_transform(datamodule: ImageDataModule) -> T.Compose:
+def reference_transform(datamodule: ImageDataModule) -> T.Compose:
     """torchvision transforms doing what `datamodule.transform(train=True)` does, per image."""
     steps: list[Callable] = []
     if datamodule.pad_to:
@@ -118,10 +164,7 @@ def seeds_transform(datamodule: ImageDataModule) -> T.Compose:
 
 
 def _build(cfg: DictConfig, datamodule: ImageDataModule, device: torch.device, steps: int):
-    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)  # as train() does
-    net = instantiate(
-        cfg.model, in_channels=datamodule.channels, num_classes=datamodule.num_classes, input_size=datamodule.input_size
-    ).to(device)
+    net = build_network(cfg, datamodule).to(device)
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     if channels_last:
         net.to(memory_format=torch.channels_last)
@@ -146,16 +189,22 @@ def accuracy(net: nn.Module, datamodule: ImageDataModule, split: str, device: to
     return float(correct) / total
 
 
-def plain_loop(cfg: DictConfig, datamodule: ImageDataModule, resident: bool, epochs: int, max_batches: int | None, workers: int = 0) -> Result:
-    """(a) with resident=False, (b) with resident=True."""
-    device = _device(cfg)
+def plain_loop(cfg: DictConfig, datamodule: ImageDataModule, resident: bool, max_batches: int | None, workers: int = 0) -> Result:
+    """(a) with resident=False, (b) with resident=True: cfg.trainer.max_epochs epochs, with
+    autograd's anomaly detection on where Lightning's Trainer turns it on (trainer.detect_anomaly)."""
+    with torch.autograd.set_detect_anomaly(bool(cfg.trainer.get("detect_anomaly"))):
+        return _plain_loop(cfg, datamodule, resident, max_batches, workers)
+
+
+def _plain_loop(cfg: DictConfig, datamodule: ImageDataModule, resident: bool, max_batches: int | None, workers: int) -> Result:
+    device, epochs = device_of(cfg), cfg.trainer.max_epochs
     L.seed_everything(cfg.seed, workers=True)
     if resident:
         batches = datamodule.device_batches("train", device, shuffle=True)
     else:
         train = datamodule.splits["train"]
         batches = DataLoader(
-            PILImages(train.images, train.labels, seeds_transform(datamodule)),
+            PILImages(train.images, train.labels, reference_transform(datamodule)),
             batch_size=datamodule.batch_size,
             shuffle=True,
             num_workers=workers,
@@ -163,7 +212,7 @@ def plain_loop(cfg: DictConfig, datamodule: ImageDataModule, resident: bool, epo
         )
     steps = min(len(batches), max_batches or len(batches))
     net, optimizer, scheduler, memory_format = _build(cfg, datamodule, device, steps * epochs)
-    result = Result(WAYS[1] if resident else WAYS[0])
+    result = Result(WAYS[1] if resident else WAYS[0], switches=current_switches())
     _reset_peak_memory(device)
     for _ in range(epochs):
         _synchronize(device)
@@ -193,13 +242,15 @@ def plain_loop(cfg: DictConfig, datamodule: ImageDataModule, resident: bool, epo
 
 
 class EpochTimer(L.Callback):
-    """Training seconds (validation excluded) and validation accuracy of every epoch, as JSON."""
+    """Training seconds of every epoch with validation excluded, validation accuracy of every
+    epoch and the switches in force while training, as JSON."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
         self.epoch_seconds: list[float] = []
         self.val_acc: list[float] = []
         self.images = 0
+        self.switches: dict = {}
         self._start: float | None = None
 
     def _stop(self, trainer) -> None:
@@ -207,6 +258,9 @@ class EpochTimer(L.Callback):
             _synchronize(trainer.strategy.root_device)
             self.epoch_seconds.append(time.perf_counter() - self._start)
             self._start = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.switches = current_switches()
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         _synchronize(trainer.strategy.root_device)
@@ -216,25 +270,30 @@ class EpochTimer(L.Callback):
         self.images += len(batch[1])
 
     def on_validation_start(self, trainer, pl_module) -> None:
-        if trainer.training and not trainer.sanity_checking:
+        # Lightning validates at the end of a training epoch, before on_train_epoch_end (and
+        # with trainer.training False): the clock stops here, as the plain loops' does.
+        if not trainer.sanity_checking:
             self._stop(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._stop(trainer)
+        self._stop(trainer)  # an epoch without validation
         self.val_acc.append(float(trainer.callback_metrics.get("val/acc", math.nan)))
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        record = {"epoch_seconds": self.epoch_seconds, "val_acc": self.val_acc, "images_per_epoch": self.images}
+        record = {"epoch_seconds": self.epoch_seconds, "val_acc": self.val_acc, "images_per_epoch": self.images, "switches": self.switches}
         self.path.write_text(json.dumps(record))
 
 
-def lightning_path(cfg: DictConfig) -> Result:
-    """(c): train(cfg) with an EpochTimer added; the test accuracy is train.py's own."""
+def lightning_path(cfg: DictConfig, max_batches: int | None) -> Result:
+    """(c): train(cfg) with an EpochTimer added, validating after every epoch like the loops;
+    the test accuracy is train.py's own."""
     from classic_cnns.train import train
 
-    device = _device(cfg)
+    device = device_of(cfg)
     timings = Path(cfg.paths.output_dir) / "epoch_times.json"
     with open_dict(cfg):
+        cfg.trainer.limit_train_batches = max_batches
+        cfg.trainer.check_val_every_n_epoch = 1
         cfg.callbacks = cfg.get("callbacks") or {}
         cfg.callbacks.epoch_timer = {"_target_": f"{__name__}.EpochTimer", "path": str(timings)}
     _reset_peak_memory(device)
@@ -249,7 +308,34 @@ def lightning_path(cfg: DictConfig) -> Result:
         test_acc=metrics["test/acc"],
         peak_memory_mib=_peak_memory(device),
         fit_seconds=metrics["fit_seconds"],
+        switches=record["switches"],
     )
+
+
+def interleaved(ways: Sequence[str], repeats: int) -> list[tuple[int, str]]:
+    """(repeat, way) in running order: the ways in turn, every other repeat in reverse."""
+    return [(repeat, way) for repeat in range(repeats) for way in (ways if repeat % 2 == 0 else ways[::-1])]
+
+
+def measure(cfg: DictConfig, ways: Sequence[str], repeats: int, max_batches: int | None, workers: int, run_dir: Path) -> list[Result]:
+    """Every way `repeats` times, interleaved; each run of the lightning way in its own dir."""
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup()
+    results = []
+    for repeat, way in interleaved(ways, repeats):
+        set_global_switches(cfg)
+        if way == "lightning":
+            run_cfg = copy.deepcopy(cfg)
+            with open_dict(run_cfg):
+                run_cfg.paths.output_dir = str(run_dir / f"lightning_{repeat}")
+            result = lightning_path(run_cfg, max_batches)
+        else:
+            result = plain_loop(cfg, datamodule, way == "resident loop", max_batches, workers)
+        result.repeat = repeat
+        results.append(result)
+        print(f"repeat {repeat} {way}: {result.images_per_second:,.0f} images/s", flush=True)
+    return results
 
 
 def _reset_peak_memory(device: torch.device) -> None:
@@ -260,91 +346,3 @@ def _reset_peak_memory(device: torch.device) -> None:
 
 def _peak_memory(device: torch.device) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else math.nan
-
-
-def machine(cfg: DictConfig) -> str:
-    device = _device(cfg)
-    if device.type == "cuda":
-        what = torch.cuda.get_device_name(device)
-    else:
-        what = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    return f"{what}; torch {torch.__version__}, lightning {L.__version__}, precision {cfg.trainer.precision}"
-
-
-def to_markdown(results: list[Result], target: float | None) -> str:
-    """One row per way, with the ratios to the resident loop."""
-    by_way = {r.way: r for r in results}
-    base = by_way.get(WAYS[1])
-    head = ["way", "images/s", "s/epoch", "train s", f"epochs, s to val {target}" if target else None,
-            "final val acc", "test acc", "peak GPU MiB", "images/s vs resident loop"]
-    head = [h for h in head if h]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in results:
-        reached = r.time_to(target) if target else None
-        row = [
-            r.way,
-            f"{r.images_per_second:,.0f}",
-            f"{r.steady_epoch_seconds:.3f}",
-            f"{sum(r.epoch_seconds):.2f}",
-            *([f"{reached[0]}, {reached[1]:.2f}" if reached else "not reached"] if target else []),
-            f"{r.val_acc[-1]:.4f}",
-            f"{r.test_acc:.4f}",
-            "n/a" if math.isnan(r.peak_memory_mib) else f"{r.peak_memory_mib:,.0f}",
-            f"{r.images_per_second / base.images_per_second:.2f}x" if base else "",
-        ]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
-
-
-def bar_chart(results: list[Result], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 2.4))
-    ax.barh([r.way for r in results][::-1], [r.images_per_second for r in results][::-1], color="tab:blue")
-    ax.set_xlabel("training images/s (steady epochs)")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_section(doc: Path, name: str, body: str) -> None:
-    """Put `body` between this benchmark's markers in `doc`, replacing an earlier run of it."""
-    start, end = f"<!-- benchmark: {name} -->", f"<!-- end of benchmark: {name} -->"
-    block = f"{start}\n{body.strip()}\n{end}"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        text = before + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    doc.write_text(text)
-
-
-def section(name: str, results: list[Result], cfg: DictConfig, command: str, target: float | None, chart: str) -> str:
-    lightning = next((r for r in results if r.way == WAYS[2]), None)
-    notes = [
-        f"### {name}",
-        "",
-        f"Measured {date.today().isoformat()} on {machine(cfg)}.",
-        "",
-        f"Command: `{command}`",
-        "",
-        to_markdown(results, target),
-        "",
-        "s/epoch is the median training epoch after the first; train s sums all epochs; "
-        "validation runs after every epoch with the clock stopped.",
-    ]
-    if lightning is not None and not math.isnan(lightning.fit_seconds):
-        notes.append(f"The whole `train.py` fit of the lightning way took {lightning.fit_seconds:.2f} s "
-                     "(everything in trainer.fit: validation, checkpoints, logging).")
-    notes += ["", f"![{name}]({chart})"]
-    return "\n".join(notes)
-
-
-def results_json(results: list[Result]) -> str:
-    return json.dumps([asdict(r) | {"images_per_second": r.images_per_second} for r in results], indent=2)

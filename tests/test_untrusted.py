@@ -1,0 +1,173 @@
+"""Files from elsewhere run no code: crafted checkpoints and CIFAR-10 batches (issue 15, items 1-2)."""
+
+import pickle
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image
+
+from classic_cnns import ClassicCNNsError
+from classic_cnns.checkpoint import DATA_MODULES, NETWORKS, UnsafeCheckpointError, load_classifier
+from classic_cnns.data import CIFAR10DataModule
+from classic_cnns.inference import evaluate, predict
+from classic_cnns.classifier import ImageClassifier
+from classic_cnns.train import train
+
+from .conftest import ROOT, write_cifar10
+
+
+class WritesFile:
+    """A pickled object that writes `path` when it is unpickled."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return Path.write_text, (self.path, "code ran")
+
+
+def checkpoint_like_train(cfg) -> dict:
+    """What train() stores and load_classifier reads: weights, the resolved config, the data description."""
+    datamodule = instantiate(cfg.data)
+    net = instantiate(
+        cfg.model, in_channels=datamodule.channels, num_classes=datamodule.num_classes, input_size=datamodule.input_size
+    )
+    config = OmegaConf.to_container(cfg, resolve=True)
+    hparams = {"config": config, "data_info": datamodule.describe()}
+    return {"state_dict": ImageClassifier(net=net, optimizer=None).state_dict(), "hyper_parameters": hparams}
+
+
+def payloads(tmp_path: Path) -> dict[str, tuple[str, dict, str]]:
+    """Crafted config nodes, each writing tmp_path/<kind> when Hydra instantiates it: kind ->
+    (the config key it replaces, the node, the key the error must name)."""
+    staged = tmp_path / "staged.pkl"
+    torch.save(WritesFile(tmp_path / "staged_pickle"), staged)  # torch.load(weights_only=False) runs it
+    write_text = {"_target_": "pathlib.Path.write_text", "data": "code ran"}
+    return {
+        "nested_write_text": (
+            "model.activation",
+            write_text | {"self": {"_target_": "pathlib.Path", "_args_": [str(tmp_path / "nested_write_text")]}},
+            "config.model.activation holds a nested _target_ ('pathlib.Path.write_text')",
+        ),
+        "staged_pickle": (
+            "model.norm",
+            {"_target_": "torch.load", "f": str(staged), "weights_only": False},
+            "config.model.norm holds a nested _target_ ('torch.load')",
+        ),
+        "foreign_data_target": (
+            "data",
+            {"_target_": "shutil.copyfile", "src": str(staged), "dst": str(tmp_path / "foreign_data_target")},
+            "config.data._target_='shutil.copyfile' is not one of the project's classes",
+        ),
+    }
+
+
+def test_the_crafted_payloads_run_code_when_hydra_instantiates_them(tmp_path):
+    """The control: each payload of the tests below does write its file through hydra.utils.instantiate."""
+    for kind, (_, node, _) in payloads(tmp_path).items():
+        instantiate(node)
+        assert (tmp_path / kind).exists(), kind
+
+
+ENTRY_POINTS = ("load_classifier", "evaluate", "predict", "resume")
+
+
+@pytest.mark.parametrize("kind", ["nested_write_text", "staged_pickle", "foreign_data_target"])
+def test_a_crafted_checkpoint_is_refused_naming_the_key_and_runs_nothing(make_cfg, tmp_path, kind):
+    key, node, message = payloads(tmp_path)[kind]
+    checkpoint = checkpoint_like_train(make_cfg())
+    section, _, name = key.partition(".")
+    if name:
+        checkpoint["hyper_parameters"]["config"][section][name] = node
+    else:
+        checkpoint["hyper_parameters"]["config"][section] = node
+    path = tmp_path / "crafted.ckpt"
+    torch.save(checkpoint, path)
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "digit.png")
+    calls = {
+        "load_classifier": lambda: load_classifier(path),
+        "evaluate": lambda: evaluate(str(path), output_dir=str(tmp_path / "evaluation")),
+        "predict": lambda: predict(str(path), str(tmp_path / "digit.png")),
+        "resume": lambda: train(make_cfg(f"ckpt_path={path}", output_dir=tmp_path / "resumed")),
+    }
+    for entry_point, call in calls.items():
+        with pytest.raises(UnsafeCheckpointError) as error:
+            call()
+        assert message in str(error.value) and "\n" not in str(error.value), entry_point
+        assert not (tmp_path / kind).exists(), entry_point
+    assert not (tmp_path / "evaluation").exists() and not (tmp_path / "resumed" / "checkpoints").exists()
+
+
+def test_every_model_and_data_config_is_on_the_allowlist():
+    """A network or data set added to conf/ but not exported would make its checkpoints unloadable."""
+    paths = [*(ROOT / "conf" / "model").glob("*.yaml"), *(ROOT / "conf" / "data").glob("*.yaml")]
+    targets = {path: OmegaConf.load(path).get("_target_") for path in paths}
+    for path, target in targets.items():
+        allowed = NETWORKS if path.parent.name == "model" else DATA_MODULES
+        assert target is None or target in allowed, path  # None: inherits its target through `defaults`
+    assert sum(target is not None for target in targets.values()) >= 6
+
+
+def test_resume_refuses_a_checkpoint_whose_callback_state_points_outside_its_directory(make_cfg, tmp_path):
+    """Lightning's ModelCheckpoint deletes the files its restored state names when it replaces them:
+    a crafted last.ckpt naming ../../victim.ckpt made a resumed run delete that file."""
+    victim = tmp_path / "victim.ckpt"
+    victim.write_text("precious")
+    dirpath = str(tmp_path / "run" / "checkpoints")
+    checkpoint = checkpoint_like_train(make_cfg())
+    state = {"dirpath": dirpath, "best_model_path": f"{dirpath}/epoch_000.ckpt", "last_model_path": f"{dirpath}/../../victim.ckpt"}
+    checkpoint["callbacks"] = {"ModelCheckpoint{'monitor': 'val/acc'}": state}
+    torch.save(checkpoint, tmp_path / "last.ckpt")
+    with pytest.raises(UnsafeCheckpointError, match=r"callbacks.ModelCheckpoint.last_model_path=.*victim.ckpt"):
+        train(make_cfg(f"ckpt_path={tmp_path / 'last.ckpt'}"))
+    assert victim.read_text() == "precious"
+
+
+def test_a_checkpoint_pickle_with_code_is_refused(tmp_path):
+    torch.save({"state_dict": {}, "hyper_parameters": WritesFile(tmp_path / "ran")}, tmp_path / "evil.ckpt")
+    with pytest.raises(ClassicCNNsError, match="evil.ckpt is not a checkpoint written by classic-cnns"):
+        load_classifier(tmp_path / "evil.ckpt")
+    assert not (tmp_path / "ran").exists()
+
+
+# --- CIFAR-10 batches -----------------------------------------------------------------------
+def test_cifar_batches_in_every_pickle_protocol_load(tmp_path):
+    """Re-encoded copies (other checksums, other pickle protocols) still load."""
+    folder = write_cifar10(tmp_path)
+    images = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    batch = {"data": images, "labels": [3, 4], "batch_label": b"training batch 1 of 5", "filenames": [b"a.png", "b.png"]}
+    for protocol in (2, 4, 5):
+        (folder / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(batch, protocol=protocol))
+        module = CIFAR10DataModule(str(folder))
+        loaded, labels = module.load(train=False)
+        assert torch.equal(loaded.flatten(1), torch.from_numpy(images)) and labels.tolist() == [3, 4], protocol
+
+
+@pytest.fixture
+def cifar_with_payload(tmp_path):
+    data = write_cifar10(tmp_path / "data")
+    batch = data / "cifar-10-batches-py" / "data_batch_1"
+    batch.write_bytes(pickle.dumps({"data": WritesFile(tmp_path / "ran"), "labels": [0]}))
+    return data
+
+
+def test_a_cifar_batch_with_a_reduce_payload_runs_nothing(make_cfg, tmp_path, cifar_with_payload):
+    with pytest.raises(ClassicCNNsError, match=r"data_batch_1: refused to unpickle the global pathlib.*write_text"):
+        train(make_cfg("data=cifar10", f"data.data_dir={cifar_with_payload}"))
+    assert not (tmp_path / "ran").exists()
+
+
+def test_prepare_data_exits_non_zero_on_a_cifar_batch_with_a_payload(tmp_path, monkeypatch, cifar_with_payload):
+    script = ROOT / "scripts" / "prepare_data.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "data=cifar10", f"data.data_dir={cifar_with_payload}"])
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_path(str(script), run_name="__main__")  # in-process: the script's own code, without a new interpreter
+    assert isinstance(exit.value.code, str)  # sys.exit(message): exit status 1, the message on stderr
+    assert exit.value.code.startswith("error: ") and "refused to unpickle the global pathlib" in exit.value.code
+    assert not (tmp_path / "ran").exists()
