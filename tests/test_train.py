@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -186,11 +187,11 @@ def test_no_training_step_reads_a_value_back_to_the_host(make_cfg, tmp_path, mon
 
         monkeypatch.setattr(torch.Tensor, name, counting)
 
-    def host_reads(steps: int) -> list[str]:
+    def host_reads(steps: int) -> Counter:
         reads.clear()
         train(make_cfg(f"trainer.limit_train_batches={steps}", "trainer.detect_anomaly=false", output_dir=tmp_path / str(steps)))
-        return sorted(reads)
+        return Counter(reads)
 
-    few, many = host_reads(2), host_reads(6)
-    assert "item" in few or "__float__" in few  # the counting works: epoch values are read
-    assert many == few
+    few, many = host_reads(2), host_reads(6)  # the first run also pays Lightning's one-time reads
+    assert few["item"] + few["__float__"] > 0  # the counting works: epoch values are read
+    assert many - few == Counter()  # no kind of read grew with the steps
