@@ -172,11 +172,13 @@ class Acceptance:
         done, _ = self.cli(*epochs, kill, run_dir=killed_dir)
         if done.returncode != -signal.SIGKILL:
             return False, f"the run to kill ended with {done.returncode}: {done.stderr[-300:]}"
+        # Resumed in its own dir, where ModelCheckpoint finds the best checkpoint so far (in
+        # another dir it would start a new best, and a tie could keep a different checkpoint).
         last = killed_dir / "checkpoints" / "last.ckpt"
-        done, _ = self.cli(*epochs, f"ckpt_path={last}", run_dir=self.out / "resumed")
+        done, _ = self.cli(*epochs, f"ckpt_path={last}", run_dir=killed_dir)
         if done.returncode != 0:
             return False, f"the resumed run failed: {done.stderr[-300:]}"
-        resumed = json.loads((self.out / "resumed" / "metrics.json").read_text())
+        resumed = json.loads((killed_dir / "metrics.json").read_text())
         keys = ("val/acc", "val/loss", "test/acc", "test/loss")
         differences = {k: abs(whole[k] - resumed[k]) for k in keys}
         tolerance = 0.0 if self.dry else 0.005
