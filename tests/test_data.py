@@ -154,15 +154,17 @@ def test_device_batches_cover_the_split_once_per_epoch_in_a_new_order(tmp_path):
 
 def test_device_batches_give_every_ddp_rank_its_own_equal_share(tmp_path):
     write_mnist(tmp_path, n_train=203, n_test=50)
-    dm = MNISTDataModule(tmp_path, val_size=40, batch_size=16)
+    dm = MNISTDataModule(tmp_path, val_size=40, batch_size=16, eval_batch_size=16)
     dm.setup()
     train = [dm.device_batches("train", "cpu", shuffle=True, rank=r, world_size=3, epoch=lambda: 2) for r in range(3)]
     shares = [_ids(b) for b in train]
     assert [len(s) for s in shares] == [54, 54, 54] and len({len(b) for b in train}) == 1
     assert not set(shares[0]) & set(shares[1]) and not set(shares[1]) & set(shares[2])
+    # evaluation: disjoint shares that cover the split once, no image repeated to pad a share
     test = [dm.device_batches("test", "cpu", shuffle=False, rank=r, world_size=3) for r in range(3)]
-    assert set().union(*(_ids(b) for b in test)) == image_ids(dm.splits["test"].images)  # nothing dropped
-    assert [len(_ids(b)) for b in test] == [17, 17, 17]
+    shares = [_ids(b) for b in test]
+    assert sorted(sum(shares, [])) == sorted(image_ids(dm.splits["test"].images))
+    assert [len(s) for s in shares] == [17, 17, 16] and [len(b) for b in test] == [2, 2, 1]
 
 
 def test_one_batch_size_rule_for_both_placements(tmp_path):

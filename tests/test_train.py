@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -158,10 +159,39 @@ def test_speed_options_train_and_log_like_the_default_path(make_cfg, tmp_path, o
     assert "net.features.0.weight" in checkpoint["state_dict"]  # compile keeps the keys loadable
 
 
-def test_precision_is_bf16_on_gpus_and_full_on_cpu(make_cfg, monkeypatch):
+@pytest.mark.parametrize(
+    "capability, precision",
+    [((7, 0), "16-mixed"), ((7, 5), "16-mixed"), ((8, 0), "bf16-mixed"), ((8, 9), "bf16-mixed"), ((9, 0), "bf16-mixed")],
+    ids=["V100", "T4", "A100", "L4", "H100"],
+)
+def test_precision_is_bf16_only_on_gpus_with_native_bf16_and_full_on_cpu(make_cfg, monkeypatch, capability, precision):
     assert make_cfg("trainer=cpu").trainer.precision == "32-true"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert make_cfg("trainer=gpu").trainer.precision == "bf16-mixed"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)  # emulation counts there
+    assert make_cfg("trainer=gpu").trainer.precision == precision
     assert make_cfg("trainer=cpu").trainer.precision == "32-true"
     assert make_cfg("trainer=gpu", "trainer.precision=32-true").trainer.precision == "32-true"
+
+
+def test_no_training_step_reads_a_value_back_to_the_host(make_cfg, tmp_path, monkeypatch):
+    """The epoch metrics are updated on the device every step and read once per epoch: the
+    host reads (.item(), .cpu(), bool(), ...) of a whole run do not grow with its steps."""
+    reads: list[str] = []
+    for name in ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+
+    def host_reads(steps: int) -> Counter:
+        reads.clear()
+        train(make_cfg(f"trainer.limit_train_batches={steps}", "trainer.detect_anomaly=false", output_dir=tmp_path / str(steps)))
+        return Counter(reads)
+
+    few, many = host_reads(2), host_reads(6)  # the first run also pays Lightning's one-time reads
+    assert few["item"] + few["__float__"] > 0  # the counting works: epoch values are read
+    assert many - few == Counter()  # no kind of read grew with the steps

@@ -7,6 +7,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
 
 from classic_cnns.randomness import seed_training_stream
 
@@ -14,8 +16,15 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
+STAGES = ("train", "val", "test")
+
+
 class ImageClassifier(L.LightningModule):
     """Cross-entropy training of `net`; logs loss and accuracy per epoch for train/val/test.
+
+    The metrics are torchmetrics, updated every step on the device and computed (summed over
+    the DDP ranks) once per epoch: no step reads a value back to the host, and there is no
+    per-step `self.log`, whose bookkeeping takes longer than a whole LeNet-5 step on a GPU.
 
     `optimizer` is called with the parameters, `scheduler` (optional) with the optimizer and
     `total_steps`, the number of optimizer steps of the whole fit; it is stepped every step.
@@ -52,8 +61,15 @@ class ImageClassifier(L.LightningModule):
         self.label_smoothing = label_smoothing
         self.seed = seed
         self.channels_last, self.compile_net, self.compile_options = channels_last, compile, compile_options or {}
-        self._sums: dict[str, torch.Tensor] = {}  # per stage: loss sum and correct count, on the device
-        self._counts: dict[str, int] = {}
+        # Not in checkpoints (torchmetrics states are not persistent). No per-step host read:
+        # nan_strategy="disable" (the NaN check reads a value every step; DivergenceGuard watches
+        # the loss) and validate_args=False. MeanMetric gets each image's loss, not a batch mean
+        # with a weight: with "disable", torchmetrics 1.9 drops the weight (Lightning-AI/torchmetrics#3434).
+        classes = len(data_info["class_names"]) if data_info else 2  # micro accuracy does not depend on it
+        self.metrics = nn.ModuleDict()  # "train_loss", "train_acc", "val_loss", ...
+        for stage in STAGES:
+            self.metrics[f"{stage}_loss"] = MeanMetric(nan_strategy="disable")
+            self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes=classes, average="micro", validate_args=False)
 
     def setup(self, stage: str) -> None:
         if self.channels_last is None:
@@ -72,27 +88,22 @@ class ImageClassifier(L.LightningModule):
     def _step(self, batch, stage: str) -> dict[str, torch.Tensor]:
         images, labels = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
-        # Sums of loss and correct predictions stay on the device and are read once per epoch:
-        # no GPU sync per step, and no per-step self.log, whose bookkeeping takes longer than
-        # a whole LeNet-5 step on a GPU.
-        with torch.no_grad():
-            sums = torch.stack([loss.detach().float() * len(labels), (logits.argmax(1) == labels).sum().float()])
-        self._sums[stage] = self._sums[stage] + sums if stage in self._sums else sums
-        self._counts[stage] = self._counts.get(stage, 0) + len(labels)
-        return {"loss": loss, "logits": logits.detach()}  # the logits feed the TensorBoard views
+        smoothing = self.label_smoothing if stage == "train" else 0.0
+        losses = F.cross_entropy(logits, labels, label_smoothing=smoothing, reduction="none")
+        self.metrics[f"{stage}_loss"].update(losses.detach())
+        self.metrics[f"{stage}_acc"].update(logits.detach(), labels)
+        return {"loss": losses.mean(), "logits": logits.detach()}  # the logits feed the TensorBoard views
 
     def _log_epoch(self, stage: str) -> None:
-        """Loss and accuracy of the epoch, summed over all DDP ranks. The final validation of the
-        kept checkpoint (trainer.validate) goes to metrics.json and the hparams, not the curves."""
-        if stage not in self._sums:
+        """Loss and accuracy of the epoch over all DDP ranks. The final validation of the kept
+        checkpoint (trainer.validate) goes to metrics.json and the hparams, not the curves."""
+        if not self.metrics[f"{stage}_acc"].update_called:
             return
-        sums, count = self._sums.pop(stage), self._counts.pop(stage)
-        totals = torch.cat([sums, sums.new_tensor([count])])
-        loss_sum, correct, count = self.trainer.strategy.reduce(totals, reduce_op="sum")
         options = dict(prog_bar=stage != "train", logger=self.trainer.state.fn != "validate")
-        self.log(f"{stage}/loss", loss_sum / count, **options)
-        self.log(f"{stage}/acc", correct / count, **options)
+        for name in ("loss", "acc"):
+            metric = self.metrics[f"{stage}_{name}"]
+            self.log(f"{stage}/{name}", metric.compute(), **options)
+            metric.reset()
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

@@ -62,10 +62,12 @@ def safe_dirname(name: str, limit: int = 120) -> str:
 
 
 def auto_precision(accelerator: str) -> str:
-    """Lightning's `precision` for `accelerator`: bf16 mixed precision on GPUs that have bf16
-    (Ampere and later), fp16 mixed on older ones, full fp32 elsewhere."""
+    """Lightning's `precision` for `accelerator`: bf16 mixed precision on GPUs with native bf16
+    (compute capability 8.0 and later: Ampere, Hopper, ...), fp16 mixed on older ones, full fp32
+    elsewhere. Not `torch.cuda.is_bf16_supported()`: it also says yes where bf16 is emulated
+    (e.g. on a V100), which is slower than fp16 there."""
     if str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "bf16-mixed" if torch.cuda.get_device_capability() >= (8, 0) else "16-mixed"
     return "32-true"
 
 

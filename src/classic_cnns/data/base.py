@@ -5,7 +5,8 @@ Two placements (`placement=`):
   150 MB for CIFAR-10) and each batch is one index slice there (`DeviceBatches`);
 - "dataloader": the splits stay in host memory and a torch DataLoader gathers each batch
   (one gather per batch through `__getitems__`; pinned memory on CUDA, optional workers).
-"auto" (the default) picks "device" when the splits take less than half the free device memory.
+"auto" (the default) picks "device" when the splits take less than half the free device memory;
+under DDP rank 0 decides for all ranks, once.
 
 There is no per-sample Python on the hot path either way: scaling, augmentation,
 normalization and resizing run batched on the batch's device (`on_after_batch_transfer`).
@@ -20,6 +21,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from filelock import FileLock
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
@@ -61,10 +63,13 @@ class DeviceBatches:
     """Batches as index slices of tensors that already live on the training device.
 
     The order of an epoch is `epoch_order(n, seed, epoch)`: every DDP rank draws the same one
-    and takes its own share, and a resumed run replays the same order as an uninterrupted one. `epoch` says which epoch is starting;
-    without it the object counts its own passes. Under DDP each rank gets the same number of
-    batches (like DistributedSampler: training drops the remainder, evaluation pads with
-    repeated images).
+    and takes its own share, and a resumed run replays the same order as an uninterrupted one.
+    `epoch` says which epoch is starting; without it the object counts its own passes. Under DDP
+    training drops the remainder, so that every rank takes the same number of steps; evaluation
+    splits the set into disjoint shares without repeats (like Lightning's
+    UnrepeatedDistributedSampler), so that each image is counted once: the shares may differ by
+    one image, and the ranks' batch counts by one, which is safe because evaluation has no
+    per-step collective.
     """
 
     def __init__(
@@ -91,12 +96,11 @@ class DeviceBatches:
             order = epoch_order(n, self.seed, epoch, device)[: n - n % self.world_size]
         else:
             order = torch.arange(n, device=device)
-            order = torch.cat([order, order[: -n % self.world_size]])
         return order[self.rank :: self.world_size]
 
     def __len__(self) -> int:
         n = len(self.labels)
-        per_rank = n // self.world_size if self.shuffle else -(-n // self.world_size)
+        per_rank = n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))
         return -(-per_rank // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -174,6 +178,7 @@ class ImageDataModule(L.LightningDataModule):
         self.download, self.placement, self.num_workers = download, placement, num_workers
         self.splits: dict[str, TensorBatches] = {}
         self._on_device: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._placements: dict[torch.device, str] = {}  # what "auto" resolved to, per device
 
     # --- what the model needs to know, before any file is read -------------------------------
     @property
@@ -295,10 +300,17 @@ class ImageDataModule(L.LightningDataModule):
                 world_size=world_size,
                 epoch=(lambda: self.trainer.current_epoch) if self.trainer is not None else None,
             )
+        # Evaluation under DDP: disjoint shares without DistributedSampler's padding repeats, so
+        # that each image counts once.
+        sampler = None
+        if shuffle:
+            sampler = EpochOrderSampler(self.splits[split], self.seed, rank, world_size)
+        elif world_size > 1:
+            sampler = UnrepeatedDistributedSampler(self.splits[split], num_replicas=world_size, rank=rank, shuffle=False)
         return DataLoader(
             self.splits[split],
-            batch_size=self.batch_size_of(split),
-            sampler=EpochOrderSampler(self.splits[split], self.seed, rank, world_size) if shuffle else None,
+            batch_size=batch_size,
+            sampler=sampler,
             collate_fn=_whole_batch,
             num_workers=self.num_workers,
             pin_memory=device.type == "cuda",
@@ -306,9 +318,19 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def resolve_placement(self, device: torch.device) -> str:
-        """"device" or "dataloader": what `placement` means for `device`."""
+        """"device" or "dataloader": what `placement` means for `device`, decided once. Under DDP
+        rank 0 decides and broadcasts its choice: ranks deciding on their own free memory could
+        disagree, and mix a device share with a DistributedSampler share (or hang)."""
         if self.placement != "auto":
             return self.placement
+        if device not in self._placements:
+            choice = self._auto_placement(device)
+            if self.trainer is not None and self.trainer.world_size > 1:
+                choice = self.trainer.strategy.broadcast(choice, src=0)
+            self._placements[device] = choice
+        return self._placements[device]
+
+    def _auto_placement(self, device: torch.device) -> str:
         if device.type != "cuda":
             return "device"  # host memory: the splits are there already
         needed = sum(s.images.nbytes + s.labels.nbytes for s in self.splits.values())
