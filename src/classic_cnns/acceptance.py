@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository: conf/, train.py
 DRY = [
     "trainer.accelerator=cpu", "trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=2", "data.batch_size=16", "data.eval_batch_size=32", "data.val_size=32",
-    "callbacks=fast", "callbacks.progress_bar=null", "logger=csv", "+trainer.enable_model_summary=false",
-    "+trainer.enable_progress_bar=false",
+    "callbacks=fast", "callbacks.progress_bar=null", "logger=csv", "++trainer.enable_model_summary=false",
+    "++trainer.enable_progress_bar=false",
 ]  # fmt: skip
 
 
@@ -87,6 +87,7 @@ class Acceptance:
 
     def __init__(self, out: Path, data_dir: Path, doc: Path, dry: bool, repeats: int) -> None:
         self.out, self.data_dir, self.doc, self.dry, self.repeats = out, data_dir, doc, dry, repeats
+        out.mkdir(parents=True, exist_ok=True)  # the subprocess runs start in it
         self.gpus = 0 if dry else torch.cuda.device_count()
         self.steps: list[Step] = []
         self.targets: list[Target] = []
@@ -98,7 +99,7 @@ class Acceptance:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             cfg = compose(
                 "train",
-                overrides=[f"paths.output_dir={self.out / name}", f"paths.data_dir={self.data_dir}", *self.sizes(), *overrides],
+                overrides=[f"paths.output_dir={self.out / name}", f"data.data_dir={self.data_dir}", *self.sizes(), *overrides],
                 return_hydra_config=True,
             )
         HydraConfig.instance().set_config(cfg)
@@ -116,7 +117,7 @@ class Acceptance:
     def cli(self, *args: str, run_dir: Path | None = None) -> tuple[subprocess.CompletedProcess, float]:
         """`python train.py ARGS` in a process of its own; (the finished process, its seconds)."""
         where = [f"hydra.run.dir={run_dir}"] if run_dir else []
-        command = [sys.executable, str(ROOT / "train.py"), *args, *where, f"paths.data_dir={self.data_dir}", *self.sizes()]
+        command = [sys.executable, str(ROOT / "train.py"), *args, *where, f"data.data_dir={self.data_dir}", *self.sizes()]
         start = time.perf_counter()
         done = subprocess.run(command, cwd=self.out, capture_output=True, text=True)
         return done, time.perf_counter() - start
@@ -229,7 +230,7 @@ class Acceptance:
 
     def run_sweep(self) -> None:
         """The 12-job LeNet-5 sweep (4 poolings x 3 seeds) all at once, then one job after another."""
-        jobs = ["experiment=study_pooling", "hydra.sweeper.params.model=lenet5"]
+        jobs = ["experiment=study_pooling", "hydra.sweeper.params.model=lenet5", "hydra.sweeper.params.seed='0,1,2'"]
         if self.dry:
             jobs = ["pooling=max,avg"]
         parallel = ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={2 if self.dry else 12}"]
