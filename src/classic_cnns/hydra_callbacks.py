@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from classic_cnns.cli import exit_on_user_error
 from classic_cnns.config import validate
-from classic_cnns.job import _writable_output_dir
+from classic_cnns.job import writable_output_dir
 
 
 class CheckBeforeStart(Callback):
@@ -21,9 +21,9 @@ class CheckBeforeStart(Callback):
         with exit_on_user_error():
             validate(config)
             if config.hydra.output_subdir is not None:  # the helper scripts (cli.NO_RUN_DIR) write no run dir
-                _writable_output_dir(Path(config.hydra.run.dir))
+                writable_output_dir(Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
-            _writable_output_dir(Path(config.hydra.sweep.dir))
+            writable_output_dir(Path(config.hydra.sweep.dir))
 

@@ -86,7 +86,7 @@ def start(cfg: DictConfig) -> tuple[int, dict[str, Any]]:
     # Epoch metrics are summed over the DDP ranks before they are logged (ImageClassifier._log_epoch).
     warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
     console.quiet_dependencies()
-    output_dir = _writable_output_dir(Path(cfg.paths.output_dir))
+    output_dir = writable_output_dir(Path(cfg.paths.output_dir))
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise ClassicCNNsError(f"ckpt_path={ckpt_path} does not exist: nothing to resume from (this run would start over)")
@@ -126,7 +126,7 @@ def _choose_seed(cfg: DictConfig) -> int:
     return random.randrange(2**31)
 
 
-def _writable_output_dir(output_dir: Path) -> Path:
+def writable_output_dir(output_dir: Path) -> Path:
     """Fail before training, not at the first checkpoint, when results could not be written."""
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
