@@ -92,6 +92,21 @@ def test_a_search_space_it_cannot_map_is_one_clear_error(override, message):
         distribution(parsed)
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["hparams_search=lenet5_optuna", "optimizer.lr=interval(0.1, 0.01)"], "interval(a, b) needs a < b"),
+        (["-m", "optimizer.lr=interval(0.1, 0.2)"], "a grid sweep takes lists"),
+    ],
+)
+def test_a_bad_search_space_stops_before_the_first_job_in_one_line(overrides, message, data_dir, tmp_path):
+    done = run_cli(*overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}", data_dir=data_dir, cwd=tmp_path)
+    assert done.returncode == 1
+    assert message in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr + done.stdout
+    assert not (tmp_path / "sweep" / "0").exists()
+
+
 def test_the_old_syntax_in_a_config_stops_before_anything_is_parsed():
     sweeper = OptunaSweeper(params={"optimizer.lr": "float(0.005, 0.2, log)"})
     with pytest.raises(ConfigError, match=r"optimizer.lr=float\(0.005, 0.2, log\): .*old syntax.*tag\(log, interval"):

@@ -67,9 +67,8 @@ class CheckedSweeper(Sweeper):
             try:
                 validate(cfg)
                 check_network_builds(cfg)
-            except ConfigError as error:  # one line, no traceback, exit 1
-                log.error("job %d (%s): %s", number, " ".join(overrides), error)
-                raise SystemExit(1) from None
+            except ConfigError as error:
+                raise ConfigError(f"job {number} ({' '.join(overrides)}): {error}") from None
 
     def parse(self, arguments: Sequence[str]):
         """`hydra.sweeper.params` and the command line's overrides, parsed by Hydra's grammar."""
@@ -83,6 +82,14 @@ class CheckedSweeper(Sweeper):
         return sweep_dir
 
     def sweep(self, arguments: list[str]) -> Any:
+        """Run the jobs; a config error found before they start is one line and exit 1."""
+        try:
+            return self.run_jobs(arguments)
+        except ConfigError as error:
+            log.error("%s", error)
+            raise SystemExit(1) from None
+
+    def run_jobs(self, arguments: list[str]) -> Any:
         choices = []
         for override in self.parse(arguments):
             key = override.get_key_element()

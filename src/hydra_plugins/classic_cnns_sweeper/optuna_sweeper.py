@@ -175,7 +175,7 @@ class OptunaSweeper(CheckedSweeper):
             check_not_old_syntax(line)
         return super().parse(arguments)
 
-    def sweep(self, arguments: list[str]) -> Any:
+    def run_jobs(self, arguments: list[str]) -> Any:
         space, fixed = search_space(self.parse(arguments))
         if not space:
             raise ConfigError(f"an Optuna search needs a search space in hydra.sweeper.params: {SYNTAX}")
@@ -211,7 +211,7 @@ class OptunaSweeper(CheckedSweeper):
                 batch.append([*fixed, *(f"{k}={override_value(v)}" for k, v in trial.params.items()), *filter(None, [report])])
             try:
                 self.validate_batch_is_legal(batch, first_job=trials[0].number)
-            except SystemExit:  # a bad value: reported in one line by validate_batch_is_legal
+            except ConfigError:  # a bad value: the trials fail, the search stops with one line
                 for trial in trials:
                     study.tell(trial, state=TrialState.FAIL)
                 raise
