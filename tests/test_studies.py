@@ -109,7 +109,7 @@ def test_fast_configs_validate_once_at_the_end_and_test_the_final_model(make_cfg
     cfg = make_cfg(f"experiment={experiment}")
     validate(cfg)
     assert cfg.model._target_.endswith(model) and cfg.model.layers.norm == "batch"
-    assert cfg.trainer.check_val_every_n_epoch == cfg.trainer.max_epochs > 1
+    assert cfg.trainer.check_val_every_n_epoch == cfg.trainer.max_epochs  # once, after the last epoch
     assert cfg.callbacks.views is None and cfg.callbacks.model_checkpoint.monitor == "val/acc"
 
 
