@@ -221,7 +221,7 @@ class OptunaSweeper(CheckedSweeper):
                 entries.append(self._tell(study, trial, trial.number in pruned, result))
             results.extend(returns)
 
-        self._write_results(study, sweep_dir)
+        self._write_results(study, sweep_dir, storage_url)
         self.finish(results, entries)
         return [results]
 
@@ -278,7 +278,7 @@ class OptunaSweeper(CheckedSweeper):
                 raise ConfigError(f"{key}: the grid sampler takes choice(...), lists and int range(...), not intervals")
         return grid
 
-    def _write_results(self, study: optuna.Study, sweep_dir: Path) -> None:
+    def _write_results(self, study: optuna.Study, sweep_dir: Path, storage_url: str) -> None:
         counts = {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in FINISHED}
         if not counts["COMPLETE"]:
             return
@@ -287,6 +287,6 @@ class OptunaSweeper(CheckedSweeper):
         else:
             front = [{"trial": t.number, "values": t.values, "params": t.params} for t in study.best_trials]
             best = {"directions": self.directions, "pareto_front": front}
-        results = best | {"trials": counts, "storage": str(self.storage or sweep_dir / "optuna.journal"), "study_name": self.study_name}
+        results = best | {"trials": counts, "storage": storage_url, "study_name": self.study_name}
         (sweep_dir / "optimization_results.yaml").write_text(yaml.safe_dump(results, sort_keys=False))
         log.info("search done: %s", best)
