@@ -5,7 +5,8 @@
 One batch of 512 MNIST-sized images (the batch of the profile in docs/benchmarks.md), batch norm,
 SGD with nesterov momentum, label smoothing 0.1 (a lenet5_fast step without data loading): 5
 warm-up steps, then 20 profiled; prints the operators by self CPU time. `bf16`: autocast to
-bfloat16; `cl`: channels_last weights and inputs. The shares are what to read on a busy machine; absolute times need a quiet one.
+bfloat16; `cl`: channels_last weights and inputs. The shares are what to read on a busy
+machine; absolute times need a quiet one.
 """
 
 import contextlib
