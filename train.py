@@ -9,8 +9,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.job import register_resolvers
-from classic_cnns.train import train
+from classic_cnns.runs.resolvers import register_resolvers
+from classic_cnns.runs.train import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -3,7 +3,7 @@
     python scripts/gpu_acceptance.py            # on a CUDA machine: measures, writes docs/benchmarks.md
     python scripts/gpu_acceptance.py --dry      # without CUDA (the default there): tiny sizes on the CPU
 
-See classic_cnns/acceptance.py for the steps. Exits non-zero when a check failed; a target that
+See classic_cnns/tools/acceptance.py for the steps. Exits non-zero when a check failed; a target that
 is missed is reported in the summary, not as a failure.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from classic_cnns.acceptance import ROOT, Acceptance
-from classic_cnns.job import register_resolvers
+from classic_cnns.tools.acceptance import ROOT, Acceptance
+from classic_cnns.runs.resolvers import register_resolvers
 
 
 def main() -> int:

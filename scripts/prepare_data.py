@@ -5,8 +5,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from classic_cnns.cli import NO_RUN_DIR, exit_on_user_error
-from classic_cnns.job import register_resolvers
+from classic_cnns.runs.entry_points import NO_RUN_DIR, exit_on_user_error
+from classic_cnns.runs.resolvers import register_resolvers
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

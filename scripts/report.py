@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.report import write_report
+from classic_cnns.tools.sweep_report import write_report
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """scripts/gpu_acceptance.py's dry mode: every step of the GPU acceptance run, tiny, on the CPU."""
 
-from classic_cnns.acceptance import Acceptance
+from classic_cnns.tools.acceptance import Acceptance
 
 
 def test_dry_mode_runs_every_step_and_writes_the_summary(data_dir, tmp_path):

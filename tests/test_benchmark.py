@@ -11,9 +11,9 @@ import torch
 from omegaconf import OmegaConf
 from torchvision.transforms.functional import to_pil_image
 
-from classic_cnns.benchmark.measure import EpochTimer, Result, check_settings, interleaved, reference_transform, set_global_switches
-from classic_cnns.benchmark.report import results_from_json, section, spread, to_markdown, write_section
-from classic_cnns.config import ConfigError
+from classic_cnns.tools.benchmark.measure import EpochTimer, Result, check_settings, interleaved, reference_transform, set_global_switches
+from classic_cnns.tools.benchmark.report import results_from_json, section, spread, to_markdown, write_section
+from classic_cnns.runs.config_checks import ConfigError
 from classic_cnns.data import CIFAR10DataModule
 
 from .conftest import ROOT, write_cifar10

@@ -13,11 +13,11 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from classic_cnns.console import print_wide, quiet_dependencies
+from classic_cnns.runs.console import print_wide, quiet_dependencies
 from classic_cnns.models import AlexNet, LayerChoices, LeNet5
-from classic_cnns.run_record import flatten, run_name
-from classic_cnns.train import train
-from classic_cnns.views import TensorBoardViews
+from classic_cnns.runs.tensorboard_record import flatten, run_name
+from classic_cnns.runs.train import train
+from classic_cnns.runs.tensorboard_views import TensorBoardViews
 
 from .conftest import CONF_DIR, tensorboard_run
 
@@ -60,7 +60,7 @@ def test_dependency_noise_is_filtered_at_its_source_not_the_projects_warnings():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         quiet_dependencies()
-        for module in ("lightning.pytorch.utilities._pytree", "classic_cnns.views"):
+        for module in ("lightning.pytorch.utilities._pytree", "classic_cnns.runs.tensorboard_views"):
             warnings.warn_explicit("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning, "x.py", 1, module=module)
     assert [w.filename for w in caught] == ["x.py"] and len(caught) == 1  # the project's one stays
 
@@ -114,7 +114,7 @@ def test_one_data_dir_key_and_no_stale_path(make_cfg, tmp_path):
 
 
 def test_wide_tables_print_whole_into_a_pipe():
-    from classic_cnns.summary import PADDING_NOTE, summarize, to_markdown, to_rich
+    from classic_cnns.layer_table import PADDING_NOTE, summarize, to_markdown, to_rich
 
     rows = summarize(AlexNet(layers=LayerChoices(padding="same", norm="lrn")), 3, (227, 227))  # the paper's AlexNet
     out = StringIO()

@@ -21,12 +21,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.callbacks import TrainingDivergedError
-from classic_cnns.checkpoint import read_checkpoint
-from classic_cnns.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
-from classic_cnns.config import ConfigError, validate
-from classic_cnns.resume import ResumeError, check_resume
-from classic_cnns.train import train
+from classic_cnns.runs.callbacks import TrainingDivergedError
+from classic_cnns.runs.checkpoint_loading import read_checkpoint
+from classic_cnns.runs.checkpoint_writing import AtomicCheckpointIO, CheckpointWriteError
+from classic_cnns.runs.config_checks import ConfigError, validate
+from classic_cnns.runs.resume import ResumeError, check_resume
+from classic_cnns.runs.train import train
 
 from .conftest import CONF_DIR, write_mnist
 from .test_reliability import metrics_of
@@ -64,7 +64,7 @@ def other_filesystem(tmp_path, monkeypatch):
 
 WRITER = """
 import sys, torch
-from classic_cnns.checkpoint_io import AtomicCheckpointIO
+from classic_cnns.runs.checkpoint_writing import AtomicCheckpointIO
 checkpoint_io, weights = AtomicCheckpointIO(), torch.arange(1_000_000, dtype=torch.float32)
 for version in range(1, 10**6):
     checkpoint_io.save_checkpoint({"state_dict": {"w": weights}, "version": version}, sys.argv[1])

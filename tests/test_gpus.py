@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import torch
 from hydra import compose, initialize_config_dir
 
-from classic_cnns import job
-from classic_cnns.job import claim_gpu, gpu_for_job
+from classic_cnns.runs import devices
+from classic_cnns.runs.devices import claim_gpu, gpu_for_job
 
 from .conftest import CONF_DIR
 
@@ -24,7 +24,7 @@ def test_jobs_claim_the_least_loaded_gpu_and_release_it(tmp_path):
 def test_single_gpu_jobs_of_a_multirun_get_their_own_gpu(make_cfg, monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=f"GPU-{i}"))
-    monkeypatch.setattr(job, "LOCK_DIR", tmp_path)
+    monkeypatch.setattr(devices, "LOCK_DIR", tmp_path)
     single = make_cfg("hydra.mode=MULTIRUN", "trainer.accelerator=auto")
     with gpu_for_job(single) as first, gpu_for_job(single) as second:
         assert (first, second) == ({"devices": [0]}, {"devices": [1]})

@@ -11,8 +11,8 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.inference import evaluate, predict
-from classic_cnns.train import train
+from classic_cnns.tools.inference import evaluate, predict
+from classic_cnns.runs.train import train
 
 from .conftest import FAST, ROOT, compose_config
 from .test_untrusted import checkpoint_like_train

@@ -6,7 +6,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.config import build_network
+from classic_cnns.runs.config_checks import build_network
 from classic_cnns.models import AlexNet, LayerChoices, LeNet5
 from classic_cnns.models.layers import (
     LocalResponseNorm, MinPool2d, SamePad2d, Subsampling2d, conv2d, lrn_divisor_spread, make_norm, make_pool, stage,

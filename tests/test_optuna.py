@@ -23,8 +23,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from classic_cnns.config import ConfigError
-from classic_cnns.search import open_storage
+from classic_cnns.runs.config_checks import ConfigError
+from classic_cnns.runs.optuna_trial import open_storage
 from hydra_plugins.classic_cnns_sweeper.optuna_sweeper import (
     OptunaSweeper,
     distribution,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from classic_cnns.data import CIFAR10DataModule, MNISTDataModule
-from classic_cnns.train import train
+from classic_cnns.runs.train import train
 
 from .conftest import compose_config
 

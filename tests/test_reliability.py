@@ -10,11 +10,11 @@ import torch
 from hydra.errors import ConfigCompositionException
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.callbacks import TrainingDivergedError
-from classic_cnns.checkpoint import load_classifier
-from classic_cnns.config import ConfigError
+from classic_cnns.runs.callbacks import TrainingDivergedError
+from classic_cnns.runs.checkpoint_loading import load_classifier
+from classic_cnns.runs.config_checks import ConfigError
 from classic_cnns.data import DatasetNotFoundError, MNISTDataModule
-from classic_cnns.train import train
+from classic_cnns.runs.train import train
 
 from .conftest import write_idx, write_mnist
 from .test_cli import FAST, run_cli

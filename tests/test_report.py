@@ -8,7 +8,7 @@ import pytest
 import scipy.stats
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.report import epochs_to_train_acc, load_sweep, summarize_sweep, write_report
+from classic_cnns.tools.sweep_report import epochs_to_train_acc, load_sweep, summarize_sweep, write_report
 
 from .conftest import ROOT
 from .test_cli import FAST, run_cli

@@ -8,7 +8,7 @@ import json
 
 import optuna
 
-from classic_cnns.search import open_storage
+from classic_cnns.runs.optuna_trial import open_storage
 
 from .test_cli import FAST, run_cli
 from .test_optuna import PRUNE_SECOND_EPOCH

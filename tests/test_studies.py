@@ -10,8 +10,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from classic_cnns.config import ConfigError, check_network_builds, validate
-from classic_cnns.train import train
+from classic_cnns.runs.config_checks import ConfigError, check_network_builds, validate
+from classic_cnns.runs.train import train
 
 from .conftest import CONF_DIR
 from .test_cli import FAST, run_cli

@@ -6,7 +6,7 @@ import pytest
 from hydra.utils import instantiate
 
 from classic_cnns.models import AlexNet, LayerChoices
-from classic_cnns.summary import summarize, to_markdown
+from classic_cnns.layer_table import summarize, to_markdown
 
 from .conftest import ROOT
 

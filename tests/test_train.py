@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from classic_cnns.train import train
+from classic_cnns.runs.train import train
 
 from .conftest import CONF_DIR, tensorboard_run
 

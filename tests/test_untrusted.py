@@ -13,11 +13,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.checkpoint import DATA_MODULES, NETWORKS, UnsafeCheckpointError, load_classifier
+from classic_cnns.runs.checkpoint_loading import DATA_MODULES, NETWORKS, UnsafeCheckpointError, load_classifier
 from classic_cnns.data import CIFAR10DataModule
-from classic_cnns.inference import evaluate, predict
+from classic_cnns.tools.inference import evaluate, predict
 from classic_cnns.classifier import ImageClassifier
-from classic_cnns.train import train
+from classic_cnns.runs.train import train
 
 from .conftest import ROOT, write_cifar10
 

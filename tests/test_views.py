@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from classic_cnns.train import train
+from classic_cnns.runs.train import train
 
 
 @pytest.fixture(scope="module")

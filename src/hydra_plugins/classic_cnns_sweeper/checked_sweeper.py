@@ -28,8 +28,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from classic_cnns.config import ConfigError, check_network_builds, validate
-from classic_cnns.console import print_sweep_end
+from classic_cnns.runs.config_checks import ConfigError, check_network_builds, validate
+from classic_cnns.runs.console import print_sweep_end
 
 log = logging.getLogger(__name__)
 

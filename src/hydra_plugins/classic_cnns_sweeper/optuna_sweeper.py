@@ -15,7 +15,7 @@ this one speaks its configuration language and runs on current Optuna:
   `optimized_metric: [val/acc, fit_seconds]` is a multi-objective search (the Pareto front
   goes to optimization_results.yaml).
 - Pruning (`hydra/sweeper/pruner=none|median|hyperband`): each job reports its metric per
-  epoch (classic_cnns.search.ReportToTrial) and stops early when pruned; the trial is PRUNED,
+  epoch (classic_cnns.runs.optuna_trial.ReportToTrial) and stops early when pruned; the trial is PRUNED,
   not a failure.
 - The study lives in `storage` (default: the journal file `optuna.journal` in the sweep dir;
   any Optuna storage URL, e.g. PostgreSQL for searches over several machines). The same
@@ -49,8 +49,8 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from classic_cnns.config import ConfigError
-from classic_cnns.search import PRUNED_AFTER_EPOCH, open_storage
+from classic_cnns.runs.config_checks import ConfigError
+from classic_cnns.runs.optuna_trial import PRUNED_AFTER_EPOCH, open_storage
 
 from .checked_sweeper import CheckedSweeper, job_error
 
@@ -228,7 +228,7 @@ class OptunaSweeper(CheckedSweeper):
     def _report_override(self, storage: str, number: int, metric: str) -> str:
         """The callback that reports this trial's metric per epoch and lets the pruner stop it."""
         callback = {
-            "_target_": "classic_cnns.search.ReportToTrial",
+            "_target_": "classic_cnns.runs.optuna_trial.ReportToTrial",
             "storage": storage,
             "study_name": self.study_name,
             "trial": number,

@@ -15,10 +15,10 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
 from classic_cnns.plotting import confusion_figure, images_figure
-from classic_cnns.summary import summarize, to_markdown
+from classic_cnns.layer_table import summarize, to_markdown
 
 from classic_cnns.models.layers import stage  # noqa: E402
-from classic_cnns.summary import summarize, to_markdown  # noqa: E402
+from classic_cnns.layer_table import summarize, to_markdown  # noqa: E402
 
 
 

@@ -1,16 +1,16 @@
-"""train(cfg): the testable core of `python train.py`; the job plumbing is in job.py."""
+"""train(cfg): the testable core of `python train.py`; the job plumbing is in job.py and devices.py."""
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from classic_cnns import console, job
-from classic_cnns.callbacks import require_finite
-from classic_cnns.checkpoint_io import AtomicCheckpointIO
 from classic_cnns.classifier import ImageClassifier
-from classic_cnns.config import build_network, validate
 from classic_cnns.data import ImageDataModule
 from classic_cnns.models.layers import lrn_divisor_spread
-from classic_cnns.resume import FitClock
+from classic_cnns.runs import console, devices, job
+from classic_cnns.runs.callbacks import require_finite
+from classic_cnns.runs.checkpoint_writing import AtomicCheckpointIO
+from classic_cnns.runs.config_checks import build_network, validate
+from classic_cnns.runs.resume import FitClock
 
 
 def train(cfg: DictConfig) -> float | list[float] | None:
@@ -36,7 +36,7 @@ def train(cfg: DictConfig) -> float | list[float] | None:
     loggers, callbacks = job.instantiate_all(cfg.get("logger")), job.instantiate_all(cfg.get("callbacks"))
     fit_clock = FitClock()  # fit_seconds over all segments of a resumed run
     plugins = [AtomicCheckpointIO()]  # checkpoints written atomically in their own dir
-    with job.trainer(cfg, logger=loggers or False, callbacks=[*callbacks, fit_clock], plugins=plugins) as trainer:
+    with devices.trainer(cfg, logger=loggers or False, callbacks=[*callbacks, fit_clock], plugins=plugins) as trainer:
         fit_clock.start()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         fit_seconds = fit_clock.seconds  # before validate/test restore the best checkpoint's clock

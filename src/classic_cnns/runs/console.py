@@ -70,7 +70,7 @@ def config_tree(cfg: DictConfig) -> Tree:
     """The config groups' choices (overridden ones in bold) and every other overridden key."""
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     overrides = list(hydra.overrides.task) if hydra else []
-    from classic_cnns.run_record import EXPERIMENT_GROUPS
+    from classic_cnns.runs.tensorboard_record import EXPERIMENT_GROUPS
 
     choices = {g: str(o) for g, o in (hydra.runtime.choices.items() if hydra else ()) if not g.startswith(("hydra", "paths")) and o is not None}
     choices = dict(sorted(choices.items(), key=lambda item: (item[0] not in EXPERIMENT_GROUPS, item[0])))
@@ -91,7 +91,7 @@ def config_tree(cfg: DictConfig) -> Tree:
 @rank_zero_only
 def print_start(cfg: DictConfig, net, datamodule) -> None:
     """The composed choices, then the network's per-layer table (scripts/summarize.py's)."""
-    from classic_cnns.summary import summarize, to_rich
+    from classic_cnns.layer_table import summarize, to_rich
 
     console = Console()
     console.print(config_tree(cfg))

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.checkpoint import build_datamodule, load_classifier
+from classic_cnns.runs.checkpoint_loading import build_datamodule, load_classifier
 
 
 def _device() -> torch.device:
@@ -42,7 +42,7 @@ def evaluate(ckpt_path: str, output_dir: str | None = None, data_dir: str | None
     and per-class CSV, written to output_dir (default: `evaluation/` beside the checkpoints
     folder). Returns the metrics, `per_class` (one row per class) and `output_dir`."""
     from classic_cnns.plotting import confusion_figure, to_png
-    from classic_cnns.views import per_class_accuracy
+    from classic_cnns.runs.tensorboard_views import per_class_accuracy
 
     model = load_classifier(ckpt_path)
     datamodule = build_datamodule(model.hparams.config, data_dir)

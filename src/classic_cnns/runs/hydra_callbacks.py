@@ -6,13 +6,13 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from classic_cnns.cli import exit_on_user_error
-from classic_cnns.config import validate
-from classic_cnns.job import writable_output_dir
+from classic_cnns.runs.entry_points import exit_on_user_error
+from classic_cnns.runs.config_checks import validate
+from classic_cnns.runs.job import writable_output_dir
 
 
 class CheckBeforeStart(Callback):
-    """Before Hydra makes the run dir: the config's values (`classic_cnns.config.validate`; a
+    """Before Hydra makes the run dir: the config's values (`classic_cnns.runs.config_checks.validate`; a
     multirun's sweeper checks every job's) and a writable `hydra.run.dir` (`hydra.sweep.dir`
     for -m). Each problem is one line and exit 1; Hydra's own attempt to make an unwritable
     dir fails with a traceback (FileNotFoundError, EROFS)."""

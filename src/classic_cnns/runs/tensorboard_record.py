@@ -9,6 +9,7 @@
   marked as differing, which TensorBoard sorts first and shows by default.
 """
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,14 @@ INFRASTRUCTURE = (
 )  # fmt: skip
 EXPERIMENT_GROUPS = ("model", "data", "pooling", "padding", "activation", "norm", "optimizer", "scheduler", "experiment")
 NOT_HYPERPARAMETERS = ("paths", "logger", "callbacks", "run_name", "seed", "tags", "test", "ckpt_path", "output_dir")
+
+
+def safe_dirname(name: str, limit: int = 120) -> str:
+    """`name` as one directory name: no '/', and a long one cut and suffixed with its hash."""
+    name = str(name).replace("/", "_")
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 9]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 def override_key(override: str) -> str:
@@ -68,8 +77,6 @@ def run_name(overrides: list[str], swept: set[str]) -> str:
     TensorBoard's sorted run list (`pooling=max,seed=0`); `defaults` when none is left."""
     picked = [o for o in overrides if override_key(o) in swept] or [o for o in overrides if not _is_infrastructure(override_key(o))]
     picked = sorted((o.lstrip("+") for o in picked), key=lambda o: (override_key(o) == "seed", len(o), o))
-    from classic_cnns.job import safe_dirname  # (job.py registers this module's resolver)
-
     return safe_dirname(",".join(picked)) if picked else "defaults"
 
 

@@ -2,7 +2,7 @@
 
 On a CUDA machine it runs the checks (precision, channels_last, compile, placement parity, resume
 after a kill, one GPU per job, DDP), the benchmarks of docs/benchmarks.md (through
-classic_cnns.benchmark, repeated and interleaved) and the 12-job sweep in parallel and in
+classic_cnns.tools.benchmark, repeated and interleaved) and the 12-job sweep in parallel and in
 sequence, writes each measured section into docs/benchmarks.md and prints a summary against the
 targets. Without CUDA it runs the same steps in a dry mode (tiny sizes, CPU, one repeat, the
 sections into the run dir): it proves the steps work, it measures nothing.
@@ -27,10 +27,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from classic_cnns.benchmark.measure import WAYS, Result, measure
-from classic_cnns.benchmark.report import bar_chart, by_way, machine, section, write_section
-from classic_cnns.job import auto_precision
-from classic_cnns.train import train
+from classic_cnns.tools.benchmark.measure import WAYS, Result, measure
+from classic_cnns.tools.benchmark.report import bar_chart, by_way, machine, section, write_section
+from classic_cnns.runs.resolvers import auto_precision
+from classic_cnns.runs.train import train
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: conf/, train.py
 

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import to_pil_image
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.config import ConfigError, build_network
+from classic_cnns.runs.config_checks import ConfigError, build_network
 from classic_cnns.data import ImageDataModule
 from classic_cnns.randomness import seed_training_stream
 
@@ -289,7 +289,7 @@ class EpochTimer(L.Callback):
 def lightning_path(cfg: DictConfig, max_batches: int | None) -> Result:
     """(c): train(cfg) with an EpochTimer added, validating after every epoch like the loops;
     the test accuracy is train.py's own."""
-    from classic_cnns.train import train
+    from classic_cnns.runs.train import train
 
     device = device_of(cfg)
     timings = Path(cfg.paths.output_dir) / "epoch_times.json"

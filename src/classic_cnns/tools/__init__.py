@@ -1,0 +1,1 @@
+"""What reads finished runs: evaluate and predict, the sweep report, the benchmark."""
