@@ -8,7 +8,7 @@ import torchvision.datasets
 
 from classic_cnns import ClassicCNNsError
 from classic_cnns.data import CIFAR10DataModule, DatasetNotFoundError, MNISTDataModule
-from classic_cnns.data.base import random_crop
+from classic_cnns.data.transforms import random_crop
 from classic_cnns.data.mnist import read_idx
 
 from .conftest import image_ids, write_cifar10, write_idx, write_mnist
@@ -109,6 +109,14 @@ def test_transform_normalizes_and_resizes():
     x = dm.transform(torch.full((4, 1, 28, 28), 255, dtype=torch.uint8))
     assert x.shape == (4, 1, 32, 32)
     torch.testing.assert_close(x, torch.full_like(x, 2.0))
+
+
+def test_transforming_a_batch_on_another_device_leaves_the_normalization_constants_alone():
+    dm = MNISTDataModule("unused", mean=(0.5,), std=(0.25,), image_size=32)
+    x = dm.transform(torch.zeros(2, 1, 28, 28, dtype=torch.uint8, device="meta"))  # shapes only, no data
+    assert x.device.type == "meta" and x.shape == (2, 1, 32, 32)
+    assert dm.mean.device.type == dm.std.device.type == "cpu"  # what describe() and checkpoints read
+    assert dm.describe()["mean"] == [0.5] and dm.describe()["std"] == [0.25]
 
 
 def test_augmentation_only_in_training():

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from classic_cnns.data import CIFAR10DataModule, MNISTDataModule
-from classic_cnns.data.base import EpochOrderSampler
+from classic_cnns.data.batching import EpochOrderSampler
 from classic_cnns.classifier import ImageClassifier
 
 from .conftest import write_mnist
