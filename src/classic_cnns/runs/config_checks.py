@@ -15,7 +15,8 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.data.base import PLACEMENTS, SCALES
+from classic_cnns.data.base import PLACEMENTS, SCALES, VAL_FROM
+from classic_cnns.runs.config_keys import BUILT, keys_with
 from classic_cnns.models.layers import ACTIVATIONS, NORMS, PADDING_MODES, PADDINGS, POOLS
 
 
@@ -46,7 +47,8 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.max_epochs": _int(1),
     "data.batch_size": _int(1),
     "data.eval_batch_size": _int(1),
-    "data.val_size": _int(1),
+    "data.val_size": _int(0),
+    "data.val_from": _one_of(list(VAL_FROM)),
     "data.split_seed": _int(0),
     "data.image_size": _optional_int(1),
     "data.pad_to": _optional_int(1),
@@ -69,7 +71,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "topk": _int(1),  # scripts/predict.py
 }
 
-INSTANTIATED = ("model", "data", "optimizer", "scheduler")  # groups whose keys are a class's arguments
+INSTANTIATED = keys_with(BUILT)  # groups whose keys are a class's arguments
 
 
 def validate(cfg: DictConfig) -> None:
@@ -81,7 +83,7 @@ def validate(cfg: DictConfig) -> None:
             continue
         if not check(value):
             problems.append(f"{key}={value!r} is not allowed: use {allowed}")
-    problems += _unknown_arguments(cfg) + _data_set_fit(cfg)
+    problems += _unknown_arguments(cfg) + _data_set_fit(cfg) + _validation_split(cfg)
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
 
@@ -133,6 +135,25 @@ def _data_set_fit(cfg: DictConfig) -> list[str]:
             f"data.val_size={val_size} is not allowed: {data_set.name} has {train_size} training images, "
             f"use at most {train_size - 1}"
         )
+    return problems
+
+
+def _validation_split(cfg: DictConfig) -> list[str]:
+    """A hold-out needs images; the test set as validation set (data.val_from=test) holds out none,
+    and must not choose what is tested: no callback may monitor a val/ metric then."""
+    val_from, val_size = OmegaConf.select(cfg, "data.val_from"), OmegaConf.select(cfg, "data.val_size")
+    if val_from is None or not isinstance(val_size, int):
+        return []
+    if val_from != "test":
+        return [] if val_size > 0 else [f"data.val_size=0 leaves no validation images: use data.val_size >= 1, or data.val_from=test"]
+    problems = [] if val_size == 0 else [f"data.val_from=test trains on every training image: set data.val_size=0, not {val_size}"]
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        monitor = OmegaConf.select(callback, "monitor", default=None) if isinstance(callback, DictConfig) else None
+        if isinstance(monitor, str) and monitor.startswith("val/"):
+            problems.append(
+                f"data.val_from=test validates on the test set, which must not choose the checkpoint or the stop: "
+                f"set callbacks.{name}.monitor=null{' (the last epoch is kept)' if name == 'model_checkpoint' else ''} or callbacks.{name}=null"
+            )
     return problems
 
 

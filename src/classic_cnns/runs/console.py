@@ -21,7 +21,9 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.tree import Tree
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout (scripts/ lives there)
+from classic_cnns.runs.config_keys import STUDIED, keys_with
+
+ROOT = Path(__file__).resolve().parents[3]  # the checkout (scripts/ lives there)
 
 
 def _not_a_tip(record: logging.LogRecord) -> bool:
@@ -70,10 +72,8 @@ def config_tree(cfg: DictConfig) -> Tree:
     """The config groups' choices (overridden ones in bold) and every other overridden key."""
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     overrides = list(hydra.overrides.task) if hydra else []
-    from classic_cnns.runs.tensorboard_record import EXPERIMENT_GROUPS
-
     choices = {g: str(o) for g, o in (hydra.runtime.choices.items() if hydra else ()) if not g.startswith(("hydra", "paths")) and o is not None}
-    choices = dict(sorted(choices.items(), key=lambda item: (item[0] not in EXPERIMENT_GROUPS, item[0])))
+    choices = dict(sorted(choices.items(), key=lambda item: (item[0] not in keys_with(STUDIED), item[0])))
     overridden_groups = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     tree = Tree(f"[bold]{hydra.job.name if hydra else 'train'}[/bold] config", guide_style="dim")
     groups = tree.add("groups")

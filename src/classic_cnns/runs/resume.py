@@ -6,14 +6,11 @@ from typing import Any
 import lightning as L
 
 from classic_cnns import ClassicCNNsError
+from classic_cnns.runs.config_keys import FREE_ON_RESUME, SAME_ON_RESUME, SCHEDULE_LENGTH, keys_with
 
-# What a resumed run must share with its checkpoint: what the weights and optimizer state mean,
-# and the seed, which with the epoch draws each epoch's data order (seed=null draws a new one).
-SAME_AS_CHECKPOINT = ("model", "data", "optimizer", "scheduler", "pooling", "padding", "activation", "norm", "label_smoothing", "seed")
-# ... apart from where the data lives and how it is fed, which do not change the results.
-FREE_TO_CHANGE = ("data.data_dir", "data.download", "data.placement", "data.num_workers", "data.eval_batch_size")
-# What fixes the number of optimizer steps, and so a scheduler's length (one-cycle's total_steps).
-SCHEDULE_LENGTH = ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches", "trainer.accumulate_grad_batches")
+SAME_AS_CHECKPOINT = keys_with(SAME_ON_RESUME)
+FREE_TO_CHANGE = keys_with(FREE_ON_RESUME)
+SCHEDULE_STEPS = keys_with(SCHEDULE_LENGTH)
 
 
 class ResumeError(ClassicCNNsError):
@@ -33,7 +30,7 @@ def check_resume(config: dict[str, Any], checkpoint: dict[str, Any], ckpt_path: 
                 "allow_resume_changes=true to continue with the new values"
             )
     if config.get("scheduler"):
-        changed = _differences(trained, config, SCHEDULE_LENGTH)
+        changed = _differences(trained, config, SCHEDULE_STEPS)
         if changed:
             raise ResumeError(
                 f"ckpt_path={ckpt_path}: {changed}, but the learning-rate schedule's length was fixed when the "

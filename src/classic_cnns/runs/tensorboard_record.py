@@ -21,14 +21,11 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-# Where and how a run runs, not what it studies: left out of single runs' names.
-INFRASTRUCTURE = (
-    "trainer", "paths", "hydra", "logger", "callbacks", "data.data_dir", "data.placement", "data.num_workers",
-    "ckpt_path", "allow_resume_changes", "debug", "tags", "test", "compile", "compile_options", "channels_last", "float32_matmul_precision",
-    "optimized_metric",
-)  # fmt: skip
-EXPERIMENT_GROUPS = ("model", "data", "pooling", "padding", "activation", "norm", "optimizer", "scheduler", "experiment")
-NOT_HYPERPARAMETERS = ("paths", "logger", "callbacks", "run_name", "seed", "tags", "test", "ckpt_path", "output_dir")
+from classic_cnns.runs.config_keys import NOT_HPARAM, STUDIED, WHERE, keys_with
+
+EXPERIMENT_GROUPS = keys_with(STUDIED)
+INFRASTRUCTURE = keys_with(WHERE)  # left out of single runs' names
+NOT_HYPERPARAMETERS = keys_with(NOT_HPARAM)
 
 
 def safe_dirname(name: str, limit: int = 120) -> str:

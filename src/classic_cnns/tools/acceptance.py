@@ -32,7 +32,7 @@ from classic_cnns.tools.benchmark.report import bar_chart, by_way, machine, sect
 from classic_cnns.runs.resolvers import auto_precision
 from classic_cnns.runs.train import train
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository: conf/, train.py
+ROOT = Path(__file__).resolve().parents[3]  # the repository: conf/, train.py
 
 # Small enough for seconds on a CPU, big enough for every step to do its real work.
 DRY = [
