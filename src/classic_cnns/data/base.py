@@ -22,7 +22,13 @@ from classic_cnns import ClassicCNNsError
 from .batching import PLACEMENTS, DeviceBatches, Placement, TensorBatches, check_batch_size, fits_on_device, host_loader
 from .transforms import SCALES, BatchTransform, normalization
 
-__all__ = ["PLACEMENTS", "SCALES", "DatasetNotFoundError", "ImageDataModule"]
+__all__ = ["PLACEMENTS", "SCALES", "VAL_FROM", "DatasetNotFoundError", "ImageDataModule"]
+
+# Where the validation images come from: "random", a hold-out of `val_size` drawn with
+# `split_seed`; "end", the last `val_size` training images in file order (Keras's
+# validation_split); "test", the test set itself, with every training image trained on (the
+# notebooks that pass validation_data=(x_test, y_test) or test after every epoch; val_size 0).
+VAL_FROM = ("random", "end", "test")
 
 
 class DatasetNotFoundError(ClassicCNNsError):
@@ -36,7 +42,8 @@ class ImageDataModule(L.LightningDataModule):
     `seed` seeds the training order of each epoch (train() passes the run's seed).
     `scale`: "standard" feeds (x - mean) / std with x in [0, 1] (about unit variance);
     "paper" feeds the AlexNet paper's raw pixel values minus the mean, 0-255 units (here the
-    per-channel `mean`, where the paper subtracted a per-pixel mean image), `std` unused."""
+    per-channel `mean`, where the paper subtracted a per-pixel mean image), `std` unused.
+    `val_from` says where the validation images come from (see VAL_FROM)."""
 
     name: str
     channels: int
@@ -65,8 +72,12 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         scale: str = "standard",
+        val_from: str = "random",
     ) -> None:
         super().__init__()
+        if val_from not in VAL_FROM:
+            raise ClassicCNNsError(f"data.val_from={val_from!r} is not allowed: use one of {', '.join(VAL_FROM)}")
+        self.val_from = val_from
         self.seed = seed
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -163,17 +174,26 @@ class ImageDataModule(L.LightningDataModule):
         test file is found before the first training step, not after the whole fit."""
         if stage in (None, "fit", "validate") and "train" not in self.splits:
             images, labels = self.load(train=True)
-            if not 0 < self.val_size < len(labels):
-                raise ClassicCNNsError(
-                    f"data.val_size={self.val_size} must be between 1 and {len(labels) - 1}, "
-                    f"the number of {self.name} training images minus one"
-                )
-            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
-            val, train = order[: self.val_size], order[self.val_size :]
-            self.splits["train"] = TensorBatches(images[train], labels[train])
-            self.splits["val"] = TensorBatches(images[val], labels[val])
+            if self.val_from == "test":
+                self.splits["train"] = TensorBatches(images, labels)
+            else:
+                if not 0 < self.val_size < len(labels):
+                    raise ClassicCNNsError(
+                        f"data.val_size={self.val_size} must be between 1 and {len(labels) - 1}, "
+                        f"the number of {self.name} training images minus one"
+                    )
+                kept = len(labels) - self.val_size
+                if self.val_from == "end":
+                    val, train = torch.arange(kept, len(labels)), torch.arange(kept)
+                else:
+                    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
+                    val, train = order[: self.val_size], order[self.val_size :]
+                self.splits["train"] = TensorBatches(images[train], labels[train])
+                self.splits["val"] = TensorBatches(images[val], labels[val])
         if "test" not in self.splits:
             self.splits["test"] = TensorBatches(*self.load(train=False))
+        if self.val_from == "test" and "train" in self.splits:
+            self.splits["val"] = self.splits["test"]
 
     def batch_size_of(self, split: str) -> int:
         """The one batch-size rule: `batch_size` for training, `eval_batch_size` for validation and test."""

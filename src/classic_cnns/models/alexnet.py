@@ -10,11 +10,12 @@ from torch import nn
 
 from classic_cnns import ClassicCNNsError
 
-from .layers import LayerChoices, flat_features
+from .layers import LayerChoices, flat_features, initialize, pool_with_padding
 
 POOL_AFTER = (0, 1, 4)  # overlapping max pooling follows conv1, conv2 and conv5
 LRN_AFTER = (0, 1)  # the paper normalizes the responses of conv1 and conv2 only
 SPLIT_ACROSS_GPUS = (1, 3, 4)  # conv2, conv4, conv5 see only the maps on their own GPU
+FC_LAYERS = ("fc6", "fc7", "fc8")
 
 
 class AlexNet(nn.Module):
@@ -36,6 +37,12 @@ class AlexNet(nn.Module):
     conf/model/alexnet_torchvision.yaml, whose `avgpool_size=(6, 6)` is torchvision's adaptive
     average pooling; `pretrained=True` loads torchvision's ImageNet weights (FC8 stays fresh when
     num_classes is not 1000).
+
+    The reference notebooks' AlexNets differ in three ways that are arguments here:
+    `dropout_before=("fc7", "fc8")` drops FC6's and FC7's outputs (theirs) instead of FC6's and
+    FC7's inputs (the paper's and torchvision's order); `pool_paddings` gives each of the three
+    poolings Keras's "valid" or "same" padding; `init="keras"` is Keras's Glorot-uniform
+    initialization (see layers.initialize).
     """
 
     def __init__(
@@ -53,10 +60,17 @@ class AlexNet(nn.Module):
         dropout: float = 0.5,
         avgpool_size: Sequence[int] | None = None,
         pretrained: bool = False,
+        dropout_before: Sequence[str] = ("fc6", "fc7"),
+        pool_paddings: Sequence[str] = ("valid", "valid", "valid"),
+        init: str = "torch",
     ) -> None:
         super().__init__()
         if not len(widths) == len(kernel_sizes) == len(strides) == len(paddings) == 5:
             raise ValueError("AlexNet has five convolutions: widths, kernel_sizes, strides, paddings need 5 values each")
+        if len(pool_paddings) != len(POOL_AFTER):
+            raise ValueError(f"AlexNet has {len(POOL_AFTER)} poolings: pool_paddings needs {len(POOL_AFTER)} values")
+        if unknown := set(dropout_before) - set(FC_LAYERS):
+            raise ValueError(f"dropout_before takes FC layer names ({', '.join(FC_LAYERS)}), not {', '.join(sorted(unknown))}")
         pool_kernel_size = layers.pool_kernel_size or 3
         pool_stride = layers.pool_stride or 2
         features: list[nn.Module] = []
@@ -68,23 +82,26 @@ class AlexNet(nn.Module):
             if layers.norm != "none" and (layers.norm != "lrn" or index in LRN_AFTER):
                 features.append(layers.norm_layer(width))
             if index in POOL_AFTER:
-                features.append(layers.pool_layer(width, pool_kernel_size, pool_stride))
+                pool = layers.pool_layer(width, pool_kernel_size, pool_stride)
+                features.append(pool_with_padding(pool, pool_paddings[POOL_AFTER.index(index)], pool_kernel_size, pool_stride))
             channels = width
         self.features = nn.Sequential(*features)
         flat = flat_features(self.features, in_channels, input_size)  # also fails early if nothing is left
         self.avgpool = nn.AdaptiveAvgPool2d(tuple(avgpool_size)) if avgpool_size else nn.Identity()
         if avgpool_size:
             flat = widths[-1] * math.prod(avgpool_size)
-        self.classifier = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(flat, hidden_features),  # FC6
-            layers.activation_layer(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_features, hidden_features),  # FC7
-            layers.activation_layer(),
-            nn.Linear(hidden_features, num_classes),  # FC8
-        )
+        fc_layers = {
+            "fc6": nn.Linear(flat, hidden_features),
+            "fc7": nn.Linear(hidden_features, hidden_features),
+            "fc8": nn.Linear(hidden_features, num_classes),
+        }
+        classifier: list[nn.Module] = []
+        for name, fc in fc_layers.items():
+            classifier += [nn.Dropout(dropout)] if name in dropout_before else []
+            classifier += [fc] if name == "fc8" else [fc, layers.activation_layer()]
+        self.classifier = nn.Sequential(*classifier)  # by default torchvision's indices: FC8 is classifier[6]
 
+        initialize(self, init)
         if pretrained:
             load_torchvision_weights(self)
 

@@ -108,17 +108,18 @@ class SamePad2d(nn.Module):
     PyTorch's padding="same" refuses): pads (S*(O-1) + F - N) in total, the extra pixel of an
     odd total on the bottom/right, computed from the size of each input."""
 
-    def __init__(self, kernel_size: int, stride: int, mode: str = "zeros") -> None:
+    def __init__(self, kernel_size: int, stride: int, mode: str = "zeros", value: float = 0.0) -> None:
         super().__init__()
         self.kernel_size, self.stride = kernel_size, stride
         self.mode = "constant" if mode == "zeros" else mode
+        self.value = value  # of the added pixels in "zeros" mode: -inf in front of a max pooling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
         for size in (x.shape[-1], x.shape[-2]):  # F.pad takes the last dimension first
             total = max(self.stride * (math.ceil(size / self.stride) - 1) + self.kernel_size - size, 0)
             pads += [total // 2, total - total // 2]
-        return F.pad(x, pads, mode=self.mode)
+        return F.pad(x, pads, mode=self.mode, value=self.value) if self.mode == "constant" else F.pad(x, pads, mode=self.mode)
 
 
 class ConnectionTableConv2d(nn.Module):
@@ -165,6 +166,37 @@ NORMS: dict[str, Callable[[int], nn.Module]] = {
     # AlexNet (2012), section 3.3: k=2, n=5, alpha=1e-4, beta=0.75.
     "lrn": lambda channels: LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0),
 }
+
+POOL_PADDINGS = ("valid", "same")
+
+
+def pool_with_padding(pool: nn.Module, padding: str, kernel_size: int, stride: int) -> nn.Module:
+    """`pool` unpadded ("valid") or with TensorFlow's "same" padding, O = ceil(N / S) (Keras's
+    MaxPooling2D(padding="same")): the added pixels are -inf, so that they never win a max."""
+    if padding not in POOL_PADDINGS:
+        raise ValueError(f"unknown pool padding {padding!r}; choose one of: {', '.join(POOL_PADDINGS)}")
+    if padding == "valid":
+        return pool
+    if not isinstance(pool, nn.MaxPool2d) or isinstance(pool, MinPool2d):
+        raise ValueError(f"'same' pool padding is defined here for max pooling only, not {type(pool).__name__}")
+    return nn.Sequential(SamePad2d(kernel_size, stride, value=float("-inf")), pool)
+
+
+INITIALIZATIONS = ("torch", "keras")
+
+
+def initialize(net: nn.Module, scheme: str) -> None:
+    """"torch": PyTorch's own initialization, as built; "keras": Keras's defaults for Conv2D and
+    Dense, Glorot-uniform kernels (U(-a, a), a = sqrt(6 / (fan_in + fan_out))) and zero biases."""
+    if scheme not in INITIALIZATIONS:
+        raise ValueError(f"unknown initialization {scheme!r}; choose one of: {', '.join(INITIALIZATIONS)}")
+    if scheme == "keras":
+        for module in net.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
 
 PADDINGS = ("default", "same", "valid")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .layers import ConnectionTableConv2d, LayerChoices, flat_features, symmetric_padding
+from .layers import ConnectionTableConv2d, LayerChoices, flat_features, initialize, symmetric_padding
 
 # Table I of the paper: which S2 maps (rows of the table) feed each of the 16 C3 maps. Six take
 # three neighbouring maps, six take four neighbours, three take four non-neighbours, one takes all.
@@ -62,7 +62,8 @@ class LeNet5(nn.Module):
     `c3_table=True` uses the paper's partial C3 connections, `output="rbf"` its RBF output
     layer; with pooling="subsampling" the activation follows each pooling layer as well, as
     in the paper (where every layer up to F6 is squashed). `layers` holds the pooling, padding,
-    activation and norm choices.
+    activation and norm choices. `init="keras"` is Keras's Glorot-uniform initialization (the
+    reference notebooks' Keras LeNet-5s; see layers.initialize).
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class LeNet5(nn.Module):
         dropout: float = 0.0,
         c3_table: bool = False,
         output: str = "linear",
+        init: str = "torch",
     ) -> None:
         super().__init__()
         if output not in ("linear", "rbf"):
@@ -111,6 +113,7 @@ class LeNet5(nn.Module):
             nn.Dropout(dropout),
             RBFOutput(84, num_classes) if output == "rbf" else nn.Linear(84, num_classes),  # output
         )
+        initialize(self, init)
 
     def forward(self, x):
         return self.classifier(self.features(x))

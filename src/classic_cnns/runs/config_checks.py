@@ -145,7 +145,7 @@ def _validation_split(cfg: DictConfig) -> list[str]:
     if val_from is None or not isinstance(val_size, int):
         return []
     if val_from != "test":
-        return [] if val_size > 0 else [f"data.val_size=0 leaves no validation images: use data.val_size >= 1, or data.val_from=test"]
+        return [] if val_size > 0 else ["data.val_size=0 leaves no validation images: use data.val_size >= 1, or data.val_from=test"]
     problems = [] if val_size == 0 else [f"data.val_from=test trains on every training image: set data.val_size=0, not {val_size}"]
     for name, callback in (cfg.get("callbacks") or {}).items():
         monitor = OmegaConf.select(callback, "monitor", default=None) if isinstance(callback, DictConfig) else None
