@@ -1,5 +1,6 @@
 """Files from elsewhere run no code: crafted checkpoints and CIFAR-10 batches (issue 15, items 1-2)."""
 
+import os
 import pickle
 import runpy
 import sys
@@ -8,12 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.runs.checkpoint_loading import DATA_MODULES, NETWORKS, UnsafeCheckpointError, load_classifier
+from classic_cnns.runs.checkpoint_loading import (
+    DATA_MODULES,
+    NETWORKS,
+    UnsafeCheckpointError,
+    load_classifier,
+    read_checkpoint,
+    rebuild_callback_states,
+)
+from classic_cnns.runs.checkpoint_writing import AtomicCheckpointIO, CheckpointWriteError
 from classic_cnns.data import CIFAR10DataModule
 from classic_cnns.tools.inference import evaluate, predict
 from classic_cnns.classifier import ImageClassifier
@@ -171,3 +182,126 @@ def test_prepare_data_exits_non_zero_on_a_cifar_batch_with_a_payload(tmp_path, m
     assert isinstance(exit.value.code, str)  # sys.exit(message): exit status 1, the message on stderr
     assert exit.value.code.startswith("error: ") and "refused to unpickle the global pathlib" in exit.value.code
     assert not (tmp_path / "ran").exists()
+
+
+# --- callback state on resume (issue 23, item 1) ---------------------------------------------
+@pytest.fixture
+def trained_run(make_cfg, tmp_path):
+    """A finished 1-epoch run without a schedule (so that a resume may train a second epoch)."""
+    common = ["scheduler=none", "logger=csv"]
+    train(make_cfg(*common))
+    return tmp_path / "run", common
+
+
+def test_resume_never_deletes_outside_the_run_whatever_the_callback_state_leaves_out(make_cfg, tmp_path, trained_run):
+    """A ModelCheckpoint state without `dirpath` made Lightning take its paths as its own:
+    RUN/checkpoints/../../victim passed Lightning's "inside my directory" test and was deleted."""
+    run, common = trained_run
+    victim_file, victim_dir = tmp_path / "victim.ckpt", tmp_path / "victim_dir"
+    victim_file.write_text("precious")
+    (victim_dir / "inside").mkdir(parents=True)
+    checkpoints = run / "checkpoints"
+    checkpoint = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    for key, state in checkpoint["callbacks"].items():
+        if key.startswith("ModelCheckpoint"):
+            del state["dirpath"]
+            state["best_model_path"] = f"{checkpoints}/../../victim_dir"
+            state["kth_best_model_path"] = f"{checkpoints}/../../victim.ckpt"
+            state["best_k_models"] = {f"{checkpoints}/../../victim.ckpt": torch.tensor(2.0)}
+    torch.save(checkpoint, tmp_path / "crafted.ckpt")
+    with pytest.raises(UnsafeCheckpointError, match=r"callbacks\.ModelCheckpoint\.best_model_path=.*victim_dir.* is not a \.ckpt file in this run's checkpoint directory") as error:
+        train(make_cfg(*common, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'crafted.ckpt'}"))
+    assert "\n" not in str(error.value)
+    assert victim_file.read_text() == "precious" and (victim_dir / "inside").is_dir()
+
+
+@pytest.fixture
+def run_layout(tmp_path):
+    """RUN/checkpoints with a checkpoint, a directory named like one and symlinks out of it."""
+    own = tmp_path / "run" / "checkpoints"
+    (own / "dir.ckpt").mkdir(parents=True)
+    (own / "epoch_000.ckpt").write_text("ok")
+    (tmp_path / "victim.ckpt").write_text("precious")
+    (own / "link.ckpt").symlink_to(tmp_path / "victim.ckpt")
+    (own / "linked_dir").symlink_to(tmp_path)
+    return own
+
+
+PATH_PARTS = st.lists(st.sampled_from(["..", ".", "checkpoints", "run", "linked_dir", "epoch_000.ckpt", "link.ckpt", "dir.ckpt", "victim.ckpt", "x"]), max_size=5)
+ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+CHECKPOINT_KEYS = ["best_model_path", "kth_best_model_path", "last_model_path", "best_k_models", "dirpath", "monitor", "best_model_score", "kth_value", "current_score"]
+
+
+@st.composite
+def callback_states(draw, own: Path):
+    """A ModelCheckpoint state with any subset of its keys (dirpath too), paths relative to the
+    run's checkpoints folder, the filesystem root or nothing, and at times a value of any type,
+    an extra key or another callback's state."""
+    def path():
+        if draw(st.booleans()):  # what Lightning writes: a checkpoint of the run, by absolute path
+            return f"{own}/{draw(st.sampled_from(['epoch_000.ckpt', 'epoch_001.ckpt', 'last.ckpt']))}"
+        base = draw(st.sampled_from([str(own), str(own.parent), "/", ""]))
+        return "/".join([base, *draw(PATH_PARTS)]) if base else "/".join(draw(PATH_PARTS))
+
+    state = {}
+    for key in draw(st.lists(st.sampled_from(CHECKPOINT_KEYS), unique=True)):
+        if draw(st.integers(0, 5)) == 0:
+            state[key] = draw(ANY_VALUE)
+        elif key == "best_k_models":
+            state[key] = {path(): torch.tensor(1.0) for _ in range(draw(st.integers(0, 2)))}
+        elif key == "monitor":
+            state[key] = "val/acc"
+        elif key.endswith("score") or key == "kth_value":
+            state[key] = torch.tensor(0.5)
+        else:
+            state[key] = path()
+    if draw(st.integers(0, 9)) == 0:
+        state[draw(st.text(min_size=1, max_size=8))] = draw(ANY_VALUE)
+    states = {"ModelCheckpoint{'monitor': 'val/acc'}": state}
+    if draw(st.integers(0, 9)) == 0:
+        states[draw(st.sampled_from(["Evil", "ModelCheckpointX", "FitClock", "EarlyStopping{'monitor': 'val/acc'}"]))] = draw(ANY_VALUE)
+    return states
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_rebuilt_callback_states_name_only_checkpoint_files_of_the_run_or_are_refused_in_one_line(run_layout, data):
+    """Whatever keys are present or missing: every path that survives resolves (.., symlinks)
+    to a .ckpt file directly in the run's checkpoint folder (never a directory); the rest is
+    refused in one line naming callbacks.<callback>.<key>."""
+    states = data.draw(callback_states(run_layout))
+    try:
+        rebuilt = rebuild_callback_states(states, [str(run_layout)])
+    except UnsafeCheckpointError as error:
+        message = str(error)
+        assert "\n" not in message and message.startswith("callbacks")
+        return
+    own = os.path.realpath(run_layout)
+    for state in rebuilt.values():
+        if not isinstance(state, dict):
+            continue
+        paths = [state.get(key) for key in ("best_model_path", "kth_best_model_path", "last_model_path")]
+        for path in [*paths, *(state.get("best_k_models") or {})]:
+            if path:
+                assert path.endswith(".ckpt") and os.path.dirname(path) == own and not os.path.isdir(path), path
+                assert os.path.realpath(path) == path
+        if "dirpath" in state:
+            assert state["dirpath"] == own
+
+
+def test_the_checkpoint_plugin_deletes_only_checkpoint_files_of_the_run(run_layout):
+    """The last line of defence, whatever state Lightning holds: no directory, nothing outside."""
+    plugin = AtomicCheckpointIO([str(run_layout)])
+    for path in (run_layout / "dir.ckpt", run_layout / "link.ckpt", run_layout / ".." / ".." / "victim.ckpt", run_layout.parent / "x.ckpt"):
+        with pytest.raises(CheckpointWriteError, match="refused to delete"):
+            plugin.remove_checkpoint(path)
+    assert (run_layout / "dir.ckpt").is_dir() and (run_layout.parent.parent / "victim.ckpt").read_text() == "precious"
+    plugin.remove_checkpoint(run_layout / "epoch_000.ckpt")
+    assert not (run_layout / "epoch_000.ckpt").exists()
+
+
+def test_evaluate_and_predict_drop_the_callback_states_they_never_use(make_cfg, tmp_path):
+    checkpoint = checkpoint_like_train(make_cfg())
+    checkpoint["callbacks"] = {"Evil": {"best_model_path": "/etc/passwd"}}
+    torch.save(checkpoint, tmp_path / "model.ckpt")
+    assert "callbacks" not in read_checkpoint(tmp_path / "model.ckpt")

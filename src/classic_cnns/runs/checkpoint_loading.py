@@ -6,7 +6,17 @@ is never handed to `hydra.utils.instantiate`, which would call any importable ca
 `_target_` names. Instead `read_checkpoint` checks it against an allowlist: the network must be
 one of the project's networks and the data one of its data modules, built from plain values
 (numbers, strings, booleans, None and lists of them) that are arguments of that class.
+The rest of the config (optimizer, scheduler, trainer, callbacks, logger, ...) is never built
+from a checkpoint: it must hold plain values only, and its Hydra keys (`_target_`, `_partial_`,
+`_args_`, ...) are dropped, so that no one can instantiate it later (`model.hparams.config`).
+Top-level keys and hyper-parameters the loaders do not read are dropped too. Callback states
+(what Lightning restores on resume, and whose file paths it later deletes) are rebuilt from an
+allowlist against the resuming run's checkpoint directory (`rebuild_callback_states`).
 Anything else is refused with one line naming the offending key, before anything is built.
+
+Refuse, not drop, for callback states: a state naming a file outside the run's checkpoint
+directory is a crafted file or a run moved elsewhere; dropping it would silently forget which
+epoch was best (a worse epoch would then be kept), so the user is told instead.
 """
 
 import inspect
@@ -40,14 +50,32 @@ NETWORK_ARGUMENTS = {"classic_cnns.models.LayerChoices": models.LayerChoices}
 PLAIN = (str, int, float, bool, type(None))
 
 
+# Hydra's instantiation keys: dropped from every config node a checkpoint does not rebuild.
+HYDRA_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+# What train() writes at the top of a checkpoint (Lightning's keys, and the mixed-precision
+# scaler's state); anything else is dropped, as are hyper-parameters the classifier does not take.
+TOP_LEVEL_KEYS = (
+    "epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops", "callbacks",
+    "optimizer_states", "lr_schedulers", "hparams_name", "hyper_parameters", "MixedPrecision",
+)  # fmt: skip
+HYPER_PARAMETERS = ("config", "data_info", "label_smoothing", "channels_last", "compile", "compile_options", "seed")
+# Sizes a file may declare: larger images, or more classes, would allocate before anything checks them.
+MAX_IMAGE_SIDE = 1024
+MAX_CLASSES = 1000
+
+
 class UnsafeCheckpointError(ClassicCNNsError):
     """A checkpoint whose config asks for more than the project's own classes and plain values."""
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def read_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", checkpoint_dirs: list[str] | None = None
+) -> dict[str, Any]:
     """A checkpoint written by train(), loaded with weights_only=True, its config and data
-    description checked (see the module docstring) and its callbacks' file paths confined to
-    the checkpoint's own directory; raises ClassicCNNsError naming what is wrong."""
+    description checked and cleaned (see the module docstring). With `checkpoint_dirs` (a
+    resuming run's checkpoint directories) its callback states are rebuilt against them;
+    without, they are dropped (only a resume restores them). Raises ClassicCNNsError naming
+    what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise ClassicCNNsError(f"checkpoint {path} does not exist")
@@ -63,13 +91,83 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} is not a checkpoint written by classic-cnns' train ({type(error).__name__}: {first_line})"
         ) from None
     try:
-        _allowed_call(config.get("model"), "config.model", NETWORKS, NETWORK_ARGUMENTS)
-        _allowed_call(config.get("data"), "config.data", DATA_MODULES)
-        _check_plain(info, "data_info", mappings=True)
-        _check_callback_paths(checkpoint.get("callbacks") or {})
+        return cleaned(checkpoint, checkpoint_dirs)
     except UnsafeCheckpointError as error:
         raise UnsafeCheckpointError(f"{path}: refused, {error}") from None
-    return checkpoint
+
+
+def cleaned(checkpoint: dict[str, Any], checkpoint_dirs: list[str] | None) -> dict[str, Any]:
+    """`checkpoint` with only what the loaders and a resume read, each part checked (see the
+    module docstring); raises UnsafeCheckpointError naming the first bad key."""
+    hparams = checkpoint["hyper_parameters"]
+    if not isinstance(hparams, dict):
+        raise UnsafeCheckpointError(f"hyper_parameters is a {type(hparams).__name__}, not a mapping")
+    config, info = hparams.get("config"), hparams.get("data_info")
+    _allowed_call(config.get("model"), "config.model", NETWORKS, NETWORK_ARGUMENTS)
+    _allowed_call(config.get("data"), "config.data", DATA_MODULES)
+    _check_plain(info, "data_info", mappings=True)
+    _check_data_info(info)
+    rest = {key: without_hydra_keys(value) for key, value in config.items() if key not in ("model", "data")}
+    _check_plain(rest, "config", mappings=True)
+    kept_hparams = {key: hparams[key] for key in HYPER_PARAMETERS if key in hparams}
+    _check_plain({k: v for k, v in kept_hparams.items() if k not in ("config", "data_info")}, "hyper_parameters", mappings=True)
+    kept_hparams["config"] = {"model": config["model"], "data": config["data"]} | rest
+    _check_state_dict(checkpoint["state_dict"])
+    kept = {key: checkpoint[key] for key in TOP_LEVEL_KEYS if key in checkpoint} | {"hyper_parameters": kept_hparams}
+    if checkpoint_dirs is None:
+        kept.pop("callbacks", None)
+    else:
+        kept["callbacks"] = rebuild_callback_states(checkpoint.get("callbacks") or {}, checkpoint_dirs)
+    return kept
+
+
+def without_hydra_keys(node: Any) -> Any:
+    """`node` with Hydra's instantiation keys removed at every depth: data that builds nothing."""
+    if isinstance(node, dict):
+        return {key: without_hydra_keys(value) for key, value in node.items() if key not in HYDRA_KEYS}
+    if isinstance(node, list):
+        return [without_hydra_keys(item) for item in node]
+    return node
+
+
+def _check_data_info(info: dict[str, Any]) -> None:
+    """The sizes a data description declares are small enough to allocate for."""
+    names = info.get("class_names")
+    if not (isinstance(names, list) and 1 <= len(names) <= MAX_CLASSES and all(isinstance(n, str) for n in names)):
+        raise UnsafeCheckpointError(f"data_info.class_names must be a list of 1 to {MAX_CLASSES} names")
+    if info.get("channels") not in (1, 3):
+        raise UnsafeCheckpointError(f"data_info.channels={info.get('channels')!r} is not 1 or 3")
+    for key in ("input_size", "native_size"):
+        size = info.get(key)
+        if not (
+            isinstance(size, list) and len(size) == 2
+            and all(isinstance(side, int) and not isinstance(side, bool) and 1 <= side <= MAX_IMAGE_SIDE for side in size)
+        ):  # fmt: skip
+            raise UnsafeCheckpointError(f"data_info.{key}={size!r} is not two sides of 1 to {MAX_IMAGE_SIDE} pixels")
+
+
+def _check_state_dict(state_dict: dict[str, Any]) -> None:
+    for key, value in state_dict.items():
+        if not (isinstance(key, str) and isinstance(value, torch.Tensor)):
+            raise UnsafeCheckpointError(f"state_dict[{key!r}] is a {type(value).__name__}, not a tensor")
+
+
+def require_weights_fit(expected: dict[str, torch.Size], held: dict[str, torch.Tensor], source: str) -> None:
+    """The weights `held` (a checkpoint's state_dict) have exactly the keys and shapes of the
+    network's `expected` ones; else one line naming them (checked before the weights are loaded)."""
+    problems = [f"{key} is missing" for key in expected if key not in held]
+    problems += [f"{key} is not a weight of this network" for key in held if key not in expected]
+    problems += [
+        f"{key} is {list(held[key].shape)} in the checkpoint but {list(shape)} in the network"
+        for key, shape in expected.items()
+        if key in held and tuple(held[key].shape) != tuple(shape)
+    ]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ClassicCNNsError(
+            f"{source}: the weights do not fit the network: {'; '.join(problems[:3])}{more}. "
+            "Use the model settings the checkpoint was trained with (its run's config.yaml)"
+        )
 
 
 def load_classifier(path: str | Path, map_location: str = "cpu") -> ImageClassifier:
@@ -77,17 +175,23 @@ def load_classifier(path: str | Path, map_location: str = "cpu") -> ImageClassif
 
     `model.hparams.data_info` says how inputs must look (size, channels, normalization);
     `model.hparams.config` is the run's config, as data (see `build_datamodule`).
+    The network is first built on the meta device (shapes only, no memory) and its weights'
+    shapes compared with the tensors the file holds: a size the file declares but does not
+    hold (hidden_features=1e9) is refused before anything is allocated.
     """
     checkpoint = read_checkpoint(path, map_location)
     hparams = checkpoint["hyper_parameters"]
     config, info = hparams["config"], hparams["data_info"]
     cls, arguments = _allowed_call(config["model"], "config.model", NETWORKS, NETWORK_ARGUMENTS)
+    no_download = {"pretrained": False} if "pretrained" in arguments else {}  # the checkpoint holds the weights
+    arguments |= no_download | {
+        "in_channels": info["channels"], "num_classes": len(info["class_names"]), "input_size": info["input_size"]
+    }  # fmt: skip
     try:
-        no_download = {"pretrained": False} if "pretrained" in arguments else {}  # the checkpoint holds the weights
-        net = cls(
-            **(arguments | no_download), in_channels=info["channels"], num_classes=len(info["class_names"]), input_size=info["input_size"]
-        )
-        model = ImageClassifier(net=net, optimizer=None, config=config, data_info=info)
+        with torch.device("meta"):
+            shapes = {f"net.{key}": value.shape for key, value in cls(**arguments).state_dict().items()}
+        require_weights_fit(shapes, checkpoint["state_dict"], str(path))
+        model = ImageClassifier(net=cls(**arguments), optimizer=None, config=config, data_info=info)
         model.load_state_dict(checkpoint["state_dict"])
     except (TypeError, ValueError, KeyError, RuntimeError) as error:
         first_line = (str(error).strip().splitlines() or [""])[0]
@@ -95,12 +199,23 @@ def load_classifier(path: str | Path, map_location: str = "cpu") -> ImageClassif
     return model.eval()
 
 
+def default_data_dir() -> str:
+    """Where data lives unless the command line says otherwise (as conf/data/*.yaml)."""
+    return os.environ.get("CLASSIC_CNNS_DATA_DIR") or "data"
+
+
 def build_datamodule(config: dict[str, Any], data_dir: str | None = None) -> ImageDataModule:
     """The data module of a checkpoint's config (as `model.hparams.config`): the same set, split,
-    normalization and input size; `data_dir` replaces the directory it was trained from."""
+    normalization and input size. Where the data is comes from the caller (`data_dir`, else
+    the default), never from the file, and nothing is downloaded or created on its word: the
+    data must be there (scripts/prepare_data.py fetches it). Workers are not started either
+    (the data is in memory)."""
     cls, arguments = _allowed_call(config["data"], "config.data", DATA_MODULES)
-    if data_dir:
-        arguments["data_dir"] = data_dir
+    for key in ("image_size", "pad_to"):
+        size = arguments.get(key)
+        if size is not None and not (isinstance(size, int) and 1 <= size <= MAX_IMAGE_SIDE):
+            raise UnsafeCheckpointError(f"config.data.{key}={size!r} is not null or 1 to {MAX_IMAGE_SIDE} pixels")
+    arguments |= {"data_dir": data_dir or default_data_dir(), "download": False, "num_workers": 0}
     try:
         return cls(**arguments)
     except (TypeError, ValueError, RuntimeError) as error:
@@ -164,26 +279,97 @@ def _check_plain(value: Any, key: str, mappings: bool = False) -> None:
     raise UnsafeCheckpointError(f"{key} is a {type(value).__name__}; only plain values (numbers, strings, lists) are allowed there")
 
 
-def _check_callback_paths(states: dict[str, Any]) -> None:
-    """On resume Lightning's ModelCheckpoint takes the file paths in its saved state and later
-    deletes the ones it replaces: each must name a .ckpt file directly inside its `dirpath`."""
-    for name, state in states.items():
-        if not isinstance(state, dict) or "dirpath" not in state:
-            continue
-        dirpath = state["dirpath"]
-        files = [(key, state.get(key)) for key in ("best_model_path", "kth_best_model_path", "last_model_path")]
-        files += [("best_k_models", file) for file in state.get("best_k_models") or {}]
-        for key, file in files:
-            if file in (None, ""):
-                continue
-            if not (
-                isinstance(file, str)
-                and isinstance(dirpath, str)
-                and file.endswith(".ckpt")
-                and ".." not in Path(file).parts
-                and os.path.dirname(os.path.normpath(file)) == os.path.normpath(dirpath)
-            ):
-                raise UnsafeCheckpointError(
-                    f"callbacks.{name.split('{')[0]}.{key}={file!r} is not a .ckpt file in its checkpoint directory "
-                    f"{dirpath!r} (on resume it could be deleted)"
-                )
+# Callback states a resume restores: the class (the part of Lightning's state key before "{"),
+# and for each key it may hold, what its value must be. Paths are checked on their own.
+SCORE = "score"  # None, a number, or a one-element tensor
+PATH = "path"  # "" or a .ckpt file directly in the run's checkpoint directory
+CALLBACK_STATES: dict[str, dict[str, Any]] = {
+    "ModelCheckpoint": {
+        "monitor": (str, type(None)), "best_model_score": SCORE, "best_model_path": PATH, "current_score": SCORE,
+        "dirpath": "dirpath", "best_k_models": "best_k_models", "kth_best_model_path": PATH, "kth_value": SCORE,
+        "last_model_path": PATH,
+    },
+    "EarlyStopping": {"wait_count": int, "stopped_epoch": int, "best_score": SCORE, "patience": int},
+    "FitClock": {"fit_seconds": SCORE},
+}  # fmt: skip
+
+
+def rebuild_callback_states(states: Any, checkpoint_dirs: list[str]) -> dict[str, dict[str, Any]]:
+    """The callback states of a checkpoint, rebuilt for a resume into `checkpoint_dirs` (the
+    run's ModelCheckpoint directories): known callbacks and keys only, plain values only, and
+    every file path, resolved (`..`, symlinks), a .ckpt file directly inside one of those
+    directories, whichever keys are present or missing (Lightning deletes the files these paths
+    name when it replaces them). Anything else raises UnsafeCheckpointError naming the key."""
+    if not isinstance(states, dict):
+        raise UnsafeCheckpointError(f"callbacks is a {type(states).__name__}, not a mapping")
+    own = {os.path.realpath(directory) for directory in checkpoint_dirs}
+    rebuilt = {}
+    for state_key, state in states.items():
+        name = state_key.split("{")[0] if isinstance(state_key, str) else repr(state_key)
+        allowed = CALLBACK_STATES.get(name)
+        if allowed is None:
+            raise UnsafeCheckpointError(
+                f"callbacks[{state_key!r}] is not the state of a callback classic-cnns restores ({', '.join(CALLBACK_STATES)})"
+            )
+        if not isinstance(state, dict):
+            raise UnsafeCheckpointError(f"callbacks.{name} is a {type(state).__name__}, not a mapping")
+        rebuilt[state_key] = {key: _state_value(value, allowed.get(key), f"callbacks.{name}.{key}", own) for key, value in state.items()}
+    return rebuilt
+
+
+def _state_value(value: Any, kind: Any, key: str, own: set[str]) -> Any:
+    """`value` checked as `kind` (see CALLBACK_STATES); paths come back resolved."""
+    if kind is None:
+        raise UnsafeCheckpointError(f"{key} is not a key of that callback's state")
+    if kind == SCORE:
+        if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            return value
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+            return value
+        raise UnsafeCheckpointError(f"{key} is a {type(value).__name__}; a score must be a number, a one-element tensor or null")
+    if kind == PATH:
+        return "" if value == "" else _own_checkpoint_file(value, key, own)
+    if kind == "dirpath":
+        if not (isinstance(value, str) and os.path.realpath(value) in own):
+            raise UnsafeCheckpointError(
+                f"{key}={value!r} is not this run's checkpoint directory ({', '.join(sorted(own))}): "
+                "resume a run in its own directory (hydra.run.dir=the run's folder), or start a new run"
+            )
+        return os.path.realpath(value)
+    if kind == "best_k_models":
+        if not isinstance(value, dict):
+            raise UnsafeCheckpointError(f"{key} is a {type(value).__name__}, not a mapping")
+        return {_own_checkpoint_file(file, key, own): _state_value(score, SCORE, key, own) for file, score in value.items()}
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        raise UnsafeCheckpointError(f"{key}={value!r} is not an integer >= 0")
+    if isinstance(value, kind):
+        return value
+    raise UnsafeCheckpointError(f"{key} is a {type(value).__name__}, not one of the plain values that key holds")
+
+
+def _own_checkpoint_file(file: Any, key: str, own: set[str]) -> str:
+    """`file` resolved, when it is a .ckpt file (or not there yet) directly in one of the `own` directories."""
+    resolved = os.path.realpath(file) if isinstance(file, str) and file else None
+    if not (
+        resolved
+        and resolved.endswith(".ckpt")
+        and os.path.dirname(resolved) in own
+        and (not os.path.lexists(resolved) or os.path.isfile(resolved))
+    ):
+        raise UnsafeCheckpointError(
+            f"{key}={file!r} is not a .ckpt file in this run's checkpoint directory ({', '.join(sorted(own))}); "
+            "on resume it could be deleted. Resume a run in its own directory (hydra.run.dir=the run's folder), or start a new run"
+        )
+    return resolved
+
+
+def checkpoint_dirs(cfg) -> list[str]:
+    """The directories the run's ModelCheckpoint callbacks write to (as configured; the run's
+    `checkpoints/` folder for one without a dirpath): a resume may name files there only."""
+    dirs = []
+    for node in (cfg.get("callbacks") or {}).values():
+        if node is not None and str(node.get("_target_", "")).endswith(".ModelCheckpoint"):
+            dirs.append(str(node.get("dirpath") or Path(cfg.paths.output_dir) / "checkpoints"))
+    return dirs or [str(Path(cfg.paths.output_dir) / "checkpoints")]

@@ -6,6 +6,11 @@ truncated (often 0-byte) `last.ckpt`, and killed writes leave full-size orphans 
 Here a checkpoint is written to a hidden temporary file next to it, flushed and fsynced, then
 renamed over the old one (atomic within a directory): a reader sees the old file or the new one.
 Temporary files left by a killed writer are removed at the next save into that directory.
+
+Given the run's checkpoint directories, the same plugin is where Lightning reads a checkpoint
+to resume from (its callback states rebuilt, checkpoint_loading.cleaned) and the only thing it
+deletes checkpoints with: a regular .ckpt file directly in one of those directories, never a
+directory, never anything elsewhere, whatever a restored state says.
 """
 
 import errno
@@ -27,7 +32,34 @@ class CheckpointWriteError(ClassicCNNsError):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """TorchCheckpointIO whose saves are atomic on any local filesystem (a Lightning plugin)."""
+    """TorchCheckpointIO whose saves are atomic on any local filesystem (a Lightning plugin);
+    with `checkpoint_dirs`, loads are checked and deletes confined to those directories."""
+
+    def __init__(self, checkpoint_dirs: list[str] | None = None) -> None:
+        super().__init__()
+        self.checkpoint_dirs = checkpoint_dirs
+
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        from classic_cnns.runs.checkpoint_loading import UnsafeCheckpointError, cleaned
+
+        checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        if self.checkpoint_dirs is None:
+            return checkpoint
+        try:
+            return cleaned(checkpoint, self.checkpoint_dirs)
+        except (UnsafeCheckpointError, KeyError, TypeError, AttributeError) as error:
+            raise UnsafeCheckpointError(f"{path}: refused, {error}") from None
+
+    def remove_checkpoint(self, path) -> None:
+        if self.checkpoint_dirs is None:
+            raise CheckpointWriteError(f"refused to delete {path}: no checkpoint directory was given to delete in")
+        resolved = os.path.realpath(path)
+        own = {os.path.realpath(directory) for directory in self.checkpoint_dirs}
+        if not (resolved.endswith(".ckpt") and os.path.dirname(resolved) in own and not os.path.isdir(resolved)):
+            raise CheckpointWriteError(
+                f"refused to delete {path}: only .ckpt files directly in this run's checkpoint directory are deleted"
+            )
+        Path(resolved).unlink(missing_ok=True)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:

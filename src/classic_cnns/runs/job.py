@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from classic_cnns import ClassicCNNsError
 from classic_cnns.runs import console, tensorboard_record
-from classic_cnns.runs.checkpoint_loading import read_checkpoint
+from classic_cnns.runs.checkpoint_loading import checkpoint_dirs, read_checkpoint
 from classic_cnns.runs.resume import check_resume
 
 MIN_FREE_BYTES = 200 * 2**20  # checkpoints of the paper's AlexNet are 0.7 GB; smaller nets a few MB
@@ -42,7 +42,9 @@ def start(cfg: DictConfig) -> tuple[int, dict[str, Any]]:
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise ClassicCNNsError(f"ckpt_path={ckpt_path} does not exist: nothing to resume from (this run would start over)")
-    checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None  # untrusted: refused if it asks for more than plain values
+    # untrusted: refused if it asks for more than plain values, or its callback state names files
+    # outside this run's checkpoint directory (which Lightning would delete)
+    checkpoint = read_checkpoint(ckpt_path, checkpoint_dirs=checkpoint_dirs(cfg)) if ckpt_path else None
     seed = _choose_seed(cfg)
     L.seed_everything(seed, workers=True)
     _share_the_cpu()

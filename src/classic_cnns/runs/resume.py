@@ -6,6 +6,7 @@ from typing import Any
 import lightning as L
 
 from classic_cnns import ClassicCNNsError
+from classic_cnns.runs.checkpoint_loading import without_hydra_keys
 from classic_cnns.runs.config_keys import FREE_ON_RESUME, SAME_ON_RESUME, SCHEDULE_LENGTH, keys_with
 
 SAME_AS_CHECKPOINT = keys_with(SAME_ON_RESUME)
@@ -21,6 +22,8 @@ def check_resume(config: dict[str, Any], checkpoint: dict[str, Any], ckpt_path: 
     """Compare the resolved `config` of a run resuming from `checkpoint` (read from `ckpt_path`
     by checkpoint.read_checkpoint) with the config it was trained with."""
     trained = checkpoint["hyper_parameters"]["config"]
+    # read_checkpoint dropped the Hydra keys outside model and data: compare like with like
+    config = {key: value if key in ("model", "data") else without_hydra_keys(value) for key, value in config.items()}
     if not allow_changes:
         changed = _differences(trained, config, SAME_AS_CHECKPOINT, skip=FREE_TO_CHANGE)
         if changed:

@@ -8,6 +8,7 @@ from classic_cnns.data import ImageDataModule
 from classic_cnns.models.layers import lrn_divisor_spread
 from classic_cnns.runs import console, devices, job
 from classic_cnns.runs.callbacks import require_finite
+from classic_cnns.runs.checkpoint_loading import checkpoint_dirs
 from classic_cnns.runs.checkpoint_writing import AtomicCheckpointIO
 from classic_cnns.runs.config_checks import build_network, validate
 from classic_cnns.runs.resume import FitClock
@@ -35,7 +36,7 @@ def train(cfg: DictConfig) -> float | list[float] | None:
     )
     loggers, callbacks = job.instantiate_all(cfg.get("logger")), job.instantiate_all(cfg.get("callbacks"))
     fit_clock = FitClock()  # fit_seconds over all segments of a resumed run
-    plugins = [AtomicCheckpointIO()]  # checkpoints written atomically in their own dir
+    plugins = [AtomicCheckpointIO(checkpoint_dirs(cfg))]  # atomic writes; checked loads; deletes only in the run's checkpoint dir
     with devices.trainer(cfg, logger=loggers or False, callbacks=[*callbacks, fit_clock], plugins=plugins) as trainer:
         fit_clock.start()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
