@@ -122,6 +122,8 @@ def _data_set_fit(cfg: DictConfig) -> list[str]:
     except Exception:
         return []  # reported by _unknown_arguments
     problems, channels = [], getattr(data_set, "channels", None)
+    if not isinstance(channels, int):  # known from the images (an image folder): the config's, where it says
+        channels = data.get("channels")
     for key in ("mean", "std"):
         value = OmegaConf.select(data, key, throw_on_resolution_failure=False)
         if channels and isinstance(value, ListConfig) and len(value) not in (1, channels):

@@ -1,0 +1,458 @@
+"""Your own images: `data=imagefolder data.data_dir=DIR`, a folder of class folders.
+
+Two layouts (docs/own-images.md):
+- DIR/train/CLASS/*, DIR/val/CLASS/* and optionally DIR/test/CLASS/* (ImageNet's): without
+  test/, the test metrics are those of val/;
+- DIR/CLASS/* (or DIR/train/CLASS/* alone): validation and test images are held out of each
+  class, seeded by `split_seed`.
+Class names are the folder names, sorted; they go into the checkpoint with the model.
+
+Before training a scan lists every file and opens each image's header: unreadable files (not
+an image, corrupt, over Pillow's decompression-bomb limit, symlink loops, FIFOs and other
+non-files, which are never opened), empty class folders and class sets that differ between
+train/ and val/ are reported in a short summary, then skipped or refused (`on_bad_file`).
+Images are decoded, converted to `channels` and resized to `image_size` x `image_size` (as
+scripts/predict.py does), either once into memory as uint8, where they then take CIFAR-10's
+path (`decode=once`), or every epoch in the DataLoader's workers (`decode=stream`); `auto`
+decodes once when the decoded images take less than a quarter of the free memory.
+"""
+
+import errno
+import os
+import stat
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from classic_cnns import ClassicCNNsError
+
+from .base import DatasetNotFoundError, ImageDataModule
+from .batching import TensorBatches
+
+ON_BAD_FILE = ("skip", "error")
+DECODE = ("auto", "once", "stream")
+GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"}
+CHANNELS_SAMPLE = 64  # images (spread over the classes) whose modes decide `channels` when it is not configured
+
+
+def _listing(folder: Path, ancestors: frozenset) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The regular files under `folder` (recursively, following symlinks, sorted) and the entries
+    that are not readable files, with why. Nothing is opened: a FIFO would block a reader."""
+    files: list[Path] = []
+    bad: list[tuple[Path, str]] = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as error:
+        return files, [(folder, f"folder cannot be read ({error.strerror})")]
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue  # hidden files: .DS_Store, editors' and sync tools' leftovers
+        try:
+            info = entry.stat()  # follows symlinks
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                bad.append((entry, "symlink loop"))
+            elif entry.is_symlink():
+                bad.append((entry, f"broken symlink (to {os.readlink(entry)})"))
+            else:
+                bad.append((entry, f"cannot be read ({error.strerror})"))
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            if (info.st_dev, info.st_ino) in ancestors:
+                bad.append((entry, "symlink loop (a folder inside itself)"))
+            else:
+                more_files, more_bad = _listing(entry, ancestors | {(info.st_dev, info.st_ino)})
+                files += more_files
+                bad += more_bad
+        elif stat.S_ISREG(info.st_mode):
+            files.append(entry)
+        else:
+            kind = "FIFO" if stat.S_ISFIFO(info.st_mode) else "socket" if stat.S_ISSOCK(info.st_mode) else "device"
+            bad.append((entry, f"not a regular file ({kind}; not opened)"))
+    return files, bad
+
+
+def list_files(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    top = folder.stat()
+    return _listing(folder, frozenset({(top.st_dev, top.st_ino)}))
+
+
+def class_folders(folder: Path) -> list[str]:
+    """The class names under `folder`: its visible subfolders (symlinks followed), sorted."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir())
+
+
+def read_header(path: Path) -> str:
+    """The image's mode, from its header; raises ValueError saying why it is not a usable image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.mode
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ValueError(f"over Pillow's decompression-bomb limit ({error})") from None
+    except UnidentifiedImageError:
+        raise ValueError("not an image (Pillow does not know its format)") from None
+    except Exception as error:  # UnidentifiedImageError, OSError, SyntaxError (bad headers)...
+        first_line = (str(error).strip().splitlines() or [""])[0][:120]
+        raise ValueError(f"not an image Pillow can read ({type(error).__name__}: {first_line})") from None
+
+
+def decode_image(path: Path, channels: int, size: int) -> np.ndarray:
+    """uint8 (C, size, size): the image converted to grey or RGB and resized (bilinear), as
+    scripts/predict.py converts an image for a model trained on it."""
+    with Image.open(path) as image:
+        image = image.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+        pixels = np.asarray(image, dtype=np.uint8)
+    return np.ascontiguousarray(pixels[None] if channels == 1 else pixels.transpose(2, 0, 1))  # a writable copy
+
+
+@dataclass
+class FolderScan:
+    """What the scan found: the files of each split folder with their labels, and the problems."""
+
+    root: Path
+    split_folders: dict[str, Path]  # the split folders found: train (always), val and test if present
+    class_names: list[str]
+    files: dict[str, list[tuple[Path, int]]] = field(default_factory=dict)
+    bad: list[tuple[Path, str]] = field(default_factory=list)
+    empty_classes: list[Path] = field(default_factory=list)
+    class_differences: list[str] = field(default_factory=list)
+    modes: Counter = field(default_factory=Counter)
+    undecodable: set[Path] = field(default_factory=set)  # good headers, bad data: found when decoded (also in `bad`)
+
+    @property
+    def problems(self) -> int:
+        return len(self.bad) + len(self.empty_classes) + len(self.class_differences)
+
+    def summary(self, shown: int = 10) -> str:
+        counts = {name: sum(path not in self.undecodable for path, _ in files) for name, files in self.files.items()}
+        images = sum(counts.values())
+        where = ", ".join(f"{name}/ {count}" for name, count in counts.items())
+        if self.split_folders["train"] == self.root:
+            where = "in class folders"
+        modes = ", ".join(f"{mode} {count}" for mode, count in self.modes.most_common())
+        lines = [f"{self.root}: {images} images ({where}), {len(self.class_names)} classes; modes: {modes or 'none'}"]
+        if self.bad:
+            lines.append(f"{len(self.bad)} unreadable file{'s' if len(self.bad) != 1 else ''}:")
+            lines += [f"  {path}: {reason}" for path, reason in self.bad[:shown]]
+            if len(self.bad) > shown:
+                lines.append(f"  ... and {len(self.bad) - shown} more")
+        lines += [f"empty class folder: {folder}" for folder in self.empty_classes]
+        lines += self.class_differences
+        return "\n".join(lines)
+
+
+def scan_folder(root: Path, class_names: Sequence[str]) -> FolderScan:
+    """List and check every file of `root` (see the module docstring); labels follow `class_names`."""
+    split_folders = {"train": root}
+    if (root / "train").is_dir():
+        split_folders = {name: root / name for name in ("train", "val", "test") if (root / name).is_dir()}
+    scan = FolderScan(root, split_folders, list(class_names))
+    for split, folder in split_folders.items():
+        scan.files[split] = []
+        found = class_folders(folder)
+        if split != "train":
+            missing, extra = sorted(set(class_names) - set(found)), sorted(set(found) - set(class_names))
+            if extra:
+                scan.class_differences.append(
+                    f"{split}/ has classes that train/ lacks, left out: {', '.join(extra)}"
+                )
+            if missing:
+                scan.class_differences.append(f"{split}/ has no folder for: {', '.join(missing)}")
+        for label, name in enumerate(class_names):
+            if name not in found:
+                continue
+            files, bad = list_files(folder / name)
+            scan.bad += bad
+            readable = 0
+            for path in files:
+                try:
+                    scan.modes[read_header(path)] += 1
+                except ValueError as error:
+                    scan.bad.append((path, str(error)))
+                    continue
+                scan.files[split].append((path, label))
+                readable += 1
+            if not readable:
+                scan.empty_classes.append(folder / name)
+    if not any(scan.files.values()):
+        raise ClassicCNNsError(f"{root} holds no readable images:\n{scan.summary()}")
+    return scan
+
+
+def hold_out(
+    files: list[tuple[Path, int]], fractions: Sequence[float], seed: int
+) -> tuple[list[tuple[Path, int]], ...]:
+    """Split `files` into the kept rest and one part per fraction, class by class (each class
+    gives round(fraction x its images) to each part), drawn with `seed`; the result depends on
+    the set of files, not on the order they were found in."""
+    generator = torch.Generator().manual_seed(seed)
+    by_class: dict[int, list[tuple[Path, int]]] = {}
+    for item in sorted(files):
+        by_class.setdefault(item[1], []).append(item)
+    parts: list[list[tuple[Path, int]]] = [[] for _ in range(len(fractions) + 1)]
+    for label in sorted(by_class):
+        items = by_class[label]
+        order = torch.randperm(len(items), generator=generator).tolist()
+        start = 0
+        for part, fraction in enumerate(fractions, start=1):
+            count = int(len(items) * fraction + 0.5)
+            parts[part] += [items[i] for i in order[start : start + count]]
+            start += count
+        parts[0] += [items[i] for i in order[start:]]
+    return tuple(parts)
+
+
+class FolderImages(Dataset):
+    """A split decoded in the DataLoader's workers, every epoch (`decode=stream`). An image that
+    cannot be decoded gives label -1, and the module leaves it out of its batch (or, with
+    on_bad_file=error, stops with its path)."""
+
+    def __init__(self, files: list[tuple[Path, int]], channels: int, size: int, on_bad_file: str) -> None:
+        self.files, self.channels, self.size, self.on_bad_file = files, channels, size, on_bad_file
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        path, label = self.files[index]
+        try:
+            return torch.from_numpy(decode_image(path, self.channels, self.size)), label, ""
+        except Exception as error:
+            if self.on_bad_file == "error":
+                raise ClassicCNNsError(f"{path} cannot be decoded ({type(error).__name__}: {error})") from None
+            return torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8), -1, f"{path}: {type(error).__name__}"
+
+    @property
+    def images(self) -> "_Decoded":
+        """`images[:n]`: the first n images decoded, for code that looks at a few of a split's images."""
+        return _Decoded(self)
+
+
+class _Decoded:
+    def __init__(self, dataset: FolderImages) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, index: slice) -> torch.Tensor:
+        return torch.stack([self.dataset[i][0] for i in range(len(self.dataset))[index]])
+
+
+def _available_memory() -> int:
+    """Free physical memory in bytes (Linux); 4 GiB where the system does not say."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """A folder of class folders (see the module docstring). `channels`: 1 (grey) or 3 (RGB);
+    null: 1 when the first images are all grey, else 3. `val_fraction`/`test_fraction`: what
+    each class gives to validation and test where the folder has no val/ (test/). `download`
+    is every data module's argument; a folder has nothing to download."""
+
+    name = "image folder"
+
+    def __init__(
+        self,
+        data_dir: str,
+        image_size: int = 32,
+        channels: int | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        mean: Sequence[float] = (0.5,),
+        std: Sequence[float] = (0.25,),
+        crop_padding: int = 0,
+        horizontal_flip: bool = True,
+        decode: str = "auto",
+        on_bad_file: str = "skip",
+        download: bool = False,
+        placement: str = "auto",
+        num_workers: int = 0,
+        seed: int = 0,
+        scale: str = "standard",
+    ) -> None:
+        if decode not in DECODE:
+            raise ClassicCNNsError(f"data.decode={decode!r} is not allowed: use one of {', '.join(DECODE)}")
+        if on_bad_file not in ON_BAD_FILE:
+            raise ClassicCNNsError(f"data.on_bad_file={on_bad_file!r} is not allowed: use one of {', '.join(ON_BAD_FILE)}")
+        if channels not in (None, 1, 3):
+            raise ClassicCNNsError(f"data.channels={channels!r} is not allowed: use 1 (grey), 3 (RGB) or null (detected)")
+        for key, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0 <= fraction < 1:
+                raise ClassicCNNsError(f"data.{key}={fraction!r} is not allowed: use a number in [0, 1)")
+        self.configured_channels, self.val_fraction, self.test_fraction = channels, val_fraction, test_fraction
+        self.decode, self.on_bad_file = decode, on_bad_file
+        super().__init__(
+            data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size, split_seed=split_seed,
+            mean=mean, std=std, image_size=image_size, crop_padding=crop_padding,
+            horizontal_flip=horizontal_flip, download=download, placement=placement, num_workers=num_workers,
+            seed=seed, scale=scale,
+        )  # fmt: skip
+        self.scan: FolderScan | None = None
+        self.streaming = False
+        self.skipped: set[str] = set()  # streamed images that could not be decoded
+
+    @property
+    def native_size(self) -> tuple[int, int]:
+        return (self.image_size, self.image_size)  # every image is resized to it when decoded
+
+    @property
+    def folder(self) -> Path:
+        return self.data_dir
+
+    @property
+    def train_folder(self) -> Path:
+        return self.data_dir / "train" if (self.data_dir / "train").is_dir() else self.data_dir
+
+    @cached_property
+    def class_names(self) -> list[str]:
+        self._check_folder()
+        names = class_folders(self.train_folder)
+        if not names:
+            raise ClassicCNNsError(
+                f"{self.train_folder} has no class folders: put each class's images in a folder named after "
+                f"the class, {self.data_dir}/CLASS/*.jpg or {self.data_dir}/train/CLASS/*.jpg (+ val/CLASS/*)"
+            )
+        return names
+
+    @cached_property
+    def channels(self) -> int:
+        """The configured channels, or 1 when the first images of each class are all grey."""
+        channels = self.configured_channels or self._detect_channels()
+        if self.mean.shape[1] not in (1, channels):
+            raise ClassicCNNsError(
+                f"data.mean has {self.mean.shape[1]} values but the images of {self.data_dir} have {channels} channel(s): "
+                f"use 1 value or {channels}, or set data.channels"
+            )
+        return channels
+
+    def _detect_channels(self) -> int:
+        modes = []
+        per_class = max(1, CHANNELS_SAMPLE // len(self.class_names))
+        for name in self.class_names:
+            for path in list_files(self.train_folder / name)[0][:per_class]:
+                try:
+                    modes.append(read_header(path))
+                except ValueError:
+                    continue  # the scan reports it
+        return 1 if modes and all(mode in GREY_MODES for mode in modes) else 3
+
+    def _check_folder(self) -> None:
+        if not self.data_dir.is_dir():
+            raise DatasetNotFoundError(
+                f"the image folder {self.data_dir} does not exist: point data.data_dir=DIR at a folder of class "
+                "folders (DIR/CLASS/*.jpg, or DIR/train/CLASS/* and DIR/val/CLASS/*)"
+            )
+
+    def prepare_data(self) -> None:
+        """Nothing to download: the folder must exist."""
+        self._check_folder()
+
+    def split_files(self, scan: FolderScan) -> dict[str, list[tuple[Path, int]]]:
+        """The files of train, val and test: the split folders where they exist, else held out of train."""
+        files = dict(scan.files)
+        held_out = [split for split in ("val", "test") if split not in files]
+        if held_out == ["test"]:  # train/ and val/: ImageNet's layout, reported on val/
+            files["test"] = files["val"]
+        elif held_out:
+            fractions = [getattr(self, f"{split}_fraction") for split in held_out]
+            files["train"], *parts = hold_out(files["train"], fractions, self.split_seed)
+            files |= dict(zip(held_out, parts))
+        return files
+
+    def setup(self, stage: str | None = None) -> None:
+        """Scan the folder (once), decode the splits `stage` needs into memory (or prepare them
+        for streaming), then report what was found: one summary, decoding failures included."""
+        first = self.scan is None
+        if first:
+            self.scan = scan_folder(self.data_dir, self.class_names)
+        files = self.split_files(self.scan)
+        if first:
+            self.streaming = self._streams(files)
+        for split in ("train", "val", "test") if stage in (None, "fit", "validate") else ("test",):
+            if split in self.splits:
+                continue
+            if not files[split]:
+                raise ClassicCNNsError(f"{self.data_dir}: no {split} images ({self._split_source(split)})")
+            if self.streaming:
+                self.splits[split] = FolderImages(files[split], self.channels, self.image_size, self.on_bad_file)
+            elif split == "test" and files["test"] is files["val"] and "val" in self.splits:
+                self.splits["test"] = self.splits["val"]  # no test/: the test metrics are val/'s
+            else:
+                self.splits[split], failed = self._decode_once(files[split])
+                self.scan.bad += failed
+                self.scan.undecodable |= {path for path, _ in failed}
+        if first:
+            self._report(self.scan)
+
+    def _split_source(self, split: str) -> str:
+        if split in self.scan.split_folders:
+            return f"{split}/ holds no readable image"
+        return f"data.{split}_fraction={getattr(self, f'{split}_fraction')} of each class rounds to none: raise it"
+
+    def _streams(self, files: dict[str, list]) -> bool:
+        if self.decode != "auto":
+            return self.decode == "stream"
+        images = len({path for split in files.values() for path, _ in split})
+        return images * self.channels * self.image_size**2 > _available_memory() / 4
+
+    def _report(self, scan: FolderScan) -> None:
+        channels = "data.channels" if self.configured_channels else "detected; data.channels=1 or 3 to choose"
+        how = "decoded once, held in memory" if not self.streaming else "streamed: decoded every epoch"
+        rank_zero_info(
+            f"{scan.summary()}\nchannels: {self.channels} ({channels}); every image resized to "
+            f"{self.image_size}x{self.image_size}, {how}"
+        )
+        if scan.problems and self.on_bad_file == "error":
+            raise ClassicCNNsError(f"{self.data_dir}: {scan.problems} problem(s) found (above); fix them or set data.on_bad_file=skip")
+        if scan.bad:
+            rank_zero_warn(f"{len(scan.bad)} unreadable file(s) in {self.data_dir} skipped (data.on_bad_file=skip)")
+
+    def _decode_once(self, files: list[tuple[Path, int]]) -> tuple[TensorBatches, list[tuple[Path, str]]]:
+        """Every image of a split decoded (threads: Pillow decodes outside the GIL), and the
+        ones that fail only now (truncated, corrupt data after a good header), with why."""
+
+        def one(path: Path) -> np.ndarray | str:
+            try:
+                return decode_image(path, self.channels, self.image_size)
+            except Exception as error:
+                return f"cannot be decoded ({type(error).__name__}: {error})"
+
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            decoded = list(pool.map(one, [path for path, _ in files]))
+        failed = [(path, result) for (path, _), result in zip(files, decoded) if isinstance(result, str)]
+        kept = [(result, label) for (_, label), result in zip(files, decoded) if not isinstance(result, str)]
+        size = (self.channels, self.image_size, self.image_size)
+        images = np.stack([pixels for pixels, _ in kept]) if kept else np.zeros((0, *size), np.uint8)
+        labels = torch.tensor([label for _, label in kept], dtype=torch.int64)
+        return TensorBatches(torch.from_numpy(images), labels), failed
+
+    def resolve_placement(self, device: torch.device) -> str:
+        return "dataloader" if self.streaming else super().resolve_placement(device)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if len(batch) == 3:  # streamed: leave out the images that could not be decoded
+            images, labels, problems = batch
+            if any(problems):
+                for problem in set(problems) - self.skipped - {""}:
+                    self.skipped.add(problem)
+                    rank_zero_warn(f"skipped an image that cannot be decoded ({problem}); {len(self.skipped)} so far")
+                good = labels >= 0
+                images, labels = images[good], labels[good]
+            batch = (images, labels)
+        return super().on_after_batch_transfer(batch, dataloader_idx)

@@ -1,0 +1,174 @@
+"""data=imagefolder: your own images in class folders (docs/own-images.md)."""
+
+import io
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from classic_cnns import ClassicCNNsError
+from classic_cnns.data import ImageFolderDataModule
+from classic_cnns.data.folder import hold_out, scan_folder
+from classic_cnns.runs.checkpoint_loading import load_classifier
+from classic_cnns.runs.config_checks import validate
+from classic_cnns.runs.train import train
+from classic_cnns.tools.inference import evaluate, predict
+
+from .conftest import compose_config
+
+CLASSES = ["bird", "cat", "dog"]  # sorted folder names: labels 0, 1, 2
+
+
+def tinted(rng, label: int, size: tuple[int, int]) -> Image.Image:
+    """Noise with one channel at full strength, chosen by the class: something a network can learn."""
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    pixels[..., label] = 255
+    return Image.fromarray(pixels)
+
+
+def write_images(folder: Path, label: int, count: int, rng) -> None:
+    """`count` images of odd sizes in L, RGB, RGBA and P modes, as JPEG and PNG."""
+    folder.mkdir(parents=True)
+    sizes, modes = [(17, 23), (40, 9), (31, 31), (12, 50)], ["L", "RGB", "RGBA", "P"]
+    for i in range(count):
+        mode = modes[(i + label) % 4]
+        image = tinted(rng, label, sizes[i % 4]).convert(mode)
+        image.save(folder / f"{i:02d}.{'png' if mode in ('RGBA', 'P') or i % 2 else 'jpg'}")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """One folder of class folders, with every kind of bad entry the scan must report."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(CLASSES):
+        write_images(root / name, label, 12, rng)
+    jpeg = io.BytesIO()
+    tinted(rng, 1, (64, 64)).save(jpeg, "JPEG")
+    (root / "cat" / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) * 2 // 3])  # header intact
+    (root / "dog" / "notes.txt").write_text("not an image")
+    Image.new("RGB", (200, 200)).save(root / "dog" / "bomb.png")
+    os.mkfifo(root / "bird" / "pipe")  # opening it would block: the scan must not
+    (root / "bird" / "loop").symlink_to(root / "bird" / "loop")
+    (root / "bird" / "nested").mkdir()
+    (root / "bird" / "nested" / "up").symlink_to(root / "bird")  # a folder inside itself
+    return root
+
+
+def test_the_scan_reports_images_classes_and_every_unreadable_file(photos, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # bomb.png's 40,000 pixels are over the limit
+    scan = scan_folder(photos, CLASSES)
+    reasons = {path.relative_to(photos).as_posix(): reason for path, reason in scan.bad}
+    assert reasons == {
+        "bird/loop": "symlink loop",
+        "bird/nested/up": "symlink loop (a folder inside itself)",
+        "bird/pipe": "not a regular file (FIFO; not opened)",
+        "dog/notes.txt": "not an image (Pillow does not know its format)",
+        "dog/bomb.png": reasons["dog/bomb.png"],
+    }
+    assert reasons["dog/bomb.png"].startswith("over Pillow's decompression-bomb limit")
+    assert [len(scan.files["train"])] == [37]  # 36 images and the truncated JPEG, whose header is fine
+    summary = scan.summary()
+    assert summary.startswith(f"{photos}: 37 images (in class folders), 3 classes; modes: ")
+    assert "5 unreadable files:" in summary and f"{photos}/bird/pipe: not a regular file (FIFO" in summary
+
+
+def test_decoding_finds_the_truncated_file_and_on_bad_file_chooses_skip_or_error(photos, caplog, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    dm = ImageFolderDataModule(str(photos), image_size=12, val_fraction=0.25, test_fraction=0.25)
+    dm.setup()
+    assert "cat/truncated.jpg" in "\n".join(f"{path}: {reason}" for path, reason in dm.scan.bad)
+    assert any("cannot be decoded (OSError: image file is truncated" in reason for _, reason in dm.scan.bad)
+    assert f"{photos}: 36 images (in class folders)" in caplog.text and "6 unreadable files:" in caplog.text
+    assert sum(len(dm.splits[s]) for s in ("train", "val", "test")) == 36  # all good images, none twice
+    with pytest.raises(ClassicCNNsError, match=r"6 problem\(s\) found \(above\); fix them or set data.on_bad_file=skip"):
+        ImageFolderDataModule(str(photos), image_size=12, on_bad_file="error").setup()
+
+
+def test_the_hold_out_is_seeded_per_class_and_independent_of_listing_order():
+    files = [(Path(f"c{label}/{i}.png"), label) for label in range(3) for i in range(20)]
+    train, val, test = hold_out(files, [0.1, 0.25], seed=0)
+    assert [sum(1 for _, label in val if label == c) for c in range(3)] == [2, 2, 2]
+    assert [sum(1 for _, label in test if label == c) for c in range(3)] == [5, 5, 5]
+    assert sorted(train + val + test) == sorted(files)
+    shuffled = files[:]
+    random.Random(1).shuffle(shuffled)
+    assert hold_out(shuffled, [0.1, 0.25], seed=0) == (train, val, test)
+    assert hold_out(files, [0.1, 0.25], seed=1)[1] != val
+
+
+def test_class_names_channels_and_decoded_splits(photos):
+    dm = ImageFolderDataModule(str(photos), image_size=12)
+    assert dm.class_names == CLASSES and dm.num_classes == 3 and dm.channels == 3  # before any image is decoded
+    assert dm.describe()["class_names"] == CLASSES and dm.describe()["input_size"] == [12, 12]
+    dm.setup()
+    train = dm.splits["train"]
+    assert train.images.shape[1:] == (3, 12, 12) and train.images.dtype == torch.uint8
+    # each class's tint survived the conversion from every mode (L images are grey: all channels alike)
+    colour = train.images.float().mean((2, 3))
+    strongest = colour.argmax(1)[colour.std(1) > 20]
+    assert torch.equal(strongest, train.labels[colour.std(1) > 20])
+    assert ImageFolderDataModule(str(photos), image_size=12, channels=1).channels == 1
+
+
+def test_streaming_decodes_in_the_loader_and_leaves_out_what_cannot_be_decoded(photos):
+    resident = ImageFolderDataModule(str(photos), image_size=12, batch_size=8, eval_batch_size=64)
+    streamed = ImageFolderDataModule(str(photos), image_size=12, batch_size=8, eval_batch_size=64, decode="stream")
+    for dm in (resident, streamed):
+        dm.setup()
+    assert streamed.streaming and isinstance(streamed.test_dataloader(), torch.utils.data.DataLoader)
+    images, labels = streamed.on_after_batch_transfer(next(iter(streamed.test_dataloader())), 0)
+    expected_images, expected_labels = resident.on_after_batch_transfer(next(iter(resident.test_dataloader())), 0)
+    torch.testing.assert_close(images, expected_images)
+    assert torch.equal(labels, expected_labels)
+    train = [streamed.on_after_batch_transfer(batch, 0)[1] for batch in streamed.train_dataloader()]
+    assert sum(len(labels) for labels in train) == len(resident.splits["train"])  # the truncated JPEG left out
+    assert len(streamed.skipped) == 1 and "truncated.jpg" in next(iter(streamed.skipped))
+
+
+def test_split_folders_and_class_sets_that_differ(tmp_path):
+    rng = np.random.default_rng(1)
+    for split, names in (("train", ["a", "b", "c"]), ("val", ["a", "b", "zebra"])):
+        for label, name in enumerate(names):
+            write_images(tmp_path / split / name, label, 4, rng)
+    dm = ImageFolderDataModule(str(tmp_path), image_size=8)
+    dm.setup()
+    assert dm.class_names == ["a", "b", "c"]
+    assert dm.scan.class_differences == ["val/ has classes that train/ lacks, left out: zebra", "val/ has no folder for: c"]
+    assert len(dm.splits["train"]) == 12 and len(dm.splits["val"]) == 8
+    assert dm.splits["test"] is dm.splits["val"]  # no test/: ImageNet's layout, reported on val/
+    with pytest.raises(ClassicCNNsError, match="2 problem"):
+        ImageFolderDataModule(str(tmp_path), image_size=8, on_bad_file="error").setup()
+
+
+def test_a_missing_folder_or_one_without_class_folders_is_one_clear_error(tmp_path):
+    with pytest.raises(ClassicCNNsError, match=r"the image folder .*nowhere does not exist: point data.data_dir=DIR"):
+        ImageFolderDataModule(str(tmp_path / "nowhere")).class_names
+    (tmp_path / "loose.png").write_bytes(b"")
+    with pytest.raises(ClassicCNNsError, match="has no class folders: put each class's images in a folder"):
+        ImageFolderDataModule(str(tmp_path)).class_names
+
+
+def test_train_evaluate_predict_with_class_names(photos, tmp_path):
+    overrides = ["data=imagefolder", "trainer=debug", "data.batch_size=8", "data.image_size=28", "callbacks=fast"]
+    train(compose_config(overrides, tmp_path / "run", photos))
+    checkpoint = json.loads((tmp_path / "run" / "metrics.json").read_text())["best_checkpoint"]
+    model = load_classifier(checkpoint)
+    assert model.hparams.data_info["class_names"] == CLASSES and model.hparams.data_info["native_size"] == [28, 28]
+    table = evaluate(checkpoint, output_dir=str(tmp_path / "evaluation"), data_dir=str(photos))["per_class"]
+    assert [row["class"] for row in table] == CLASSES
+    (prediction,) = predict(checkpoint, str(photos / "cat" / "00.jpg"), topk=3)
+    assert sorted(prediction.classes) == CLASSES
+
+
+def test_per_channel_normalization_must_fit_the_channels(photos, tmp_path):
+    validate(compose_config(["data=imagefolder", "data.mean=[0.5,0.4,0.3]", "data.std=[0.2,0.2,0.2]"], tmp_path, photos))
+    with pytest.raises(ClassicCNNsError, match=r"data.mean=\[0.5, 0.4\] has 2 values: image folder images have 3 channels"):
+        validate(compose_config(["data=imagefolder", "data.channels=3", "data.mean=[0.5,0.4]"], tmp_path, photos))
+    with pytest.raises(ClassicCNNsError, match=r"data.mean has 3 values but the images of .* have 1 channel\(s\)"):
+        ImageFolderDataModule(str(photos), channels=1, mean=(0.5, 0.4, 0.3), std=(0.2,)).channels
