@@ -75,7 +75,7 @@ def test_the_scan_reports_images_classes_and_every_unreadable_file(photos, monke
     assert [len(scan.files["train"])] == [37]  # 36 images and the truncated JPEG, whose header is fine
     summary = scan.summary()
     assert summary.startswith(f"{photos}: 37 images (in class folders), 3 classes; modes: ")
-    assert "5 unreadable files:" in summary and f"{photos}/bird/pipe: not a regular file (FIFO" in summary
+    assert "5 unreadable files (skipped unless data.on_bad_file=error):" in summary and f"{photos}/bird/pipe: not a regular file (FIFO" in summary
 
 
 def test_decoding_finds_the_truncated_file_and_on_bad_file_chooses_skip_or_error(photos, caplog, monkeypatch):
@@ -84,7 +84,7 @@ def test_decoding_finds_the_truncated_file_and_on_bad_file_chooses_skip_or_error
     dm.setup()
     assert "cat/truncated.jpg" in "\n".join(f"{path}: {reason}" for path, reason in dm.scan.bad)
     assert any("cannot be decoded (OSError: image file is truncated" in reason for _, reason in dm.scan.bad)
-    assert f"{photos}: 36 images (in class folders)" in caplog.text and "6 unreadable files:" in caplog.text
+    assert f"{photos}: 36 images (in class folders)" in caplog.text and "6 unreadable files (skipped" in caplog.text
     assert sum(len(dm.splits[s]) for s in ("train", "val", "test")) == 36  # all good images, none twice
     with pytest.raises(ClassicCNNsError, match=r"6 problem\(s\) found \(above\); fix them or set data.on_bad_file=skip"):
         ImageFolderDataModule(str(photos), image_size=12, on_bad_file="error").setup()

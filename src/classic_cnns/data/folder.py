@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
@@ -144,11 +144,11 @@ class FolderScan:
         modes = ", ".join(f"{mode} {count}" for mode, count in self.modes.most_common())
         lines = [f"{self.root}: {images} images ({where}), {len(self.class_names)} classes; modes: {modes or 'none'}"]
         if self.bad:
-            lines.append(f"{len(self.bad)} unreadable file{'s' if len(self.bad) != 1 else ''}:")
+            lines.append(f"{len(self.bad)} unreadable file{'s' if len(self.bad) != 1 else ''} (skipped unless data.on_bad_file=error):")
             lines += [f"  {path}: {reason}" for path, reason in self.bad[:shown]]
             if len(self.bad) > shown:
                 lines.append(f"  ... and {len(self.bad) - shown} more")
-        lines += [f"empty class folder: {folder}" for folder in self.empty_classes]
+        lines += [f"empty class folder (a class no image teaches; add images or remove it): {folder}" for folder in self.empty_classes]
         lines += self.class_differences
         return "\n".join(lines)
 
@@ -420,8 +420,6 @@ class ImageFolderDataModule(ImageDataModule):
         )
         if scan.problems and self.on_bad_file == "error":
             raise ClassicCNNsError(f"{self.data_dir}: {scan.problems} problem(s) found (above); fix them or set data.on_bad_file=skip")
-        if scan.bad:
-            rank_zero_warn(f"{len(scan.bad)} unreadable file(s) in {self.data_dir} skipped (data.on_bad_file=skip)")
 
     def _decode_once(self, files: list[tuple[Path, int]]) -> tuple[TensorBatches, list[tuple[Path, str]]]:
         """Every image of a split decoded (threads: Pillow decodes outside the GIL), and the
@@ -451,7 +449,7 @@ class ImageFolderDataModule(ImageDataModule):
             if any(problems):
                 for problem in set(problems) - self.skipped - {""}:
                     self.skipped.add(problem)
-                    rank_zero_warn(f"skipped an image that cannot be decoded ({problem}); {len(self.skipped)} so far")
+                    rank_zero_info(f"skipped an image that cannot be decoded ({problem}); {len(self.skipped)} so far")
                 good = labels >= 0
                 images, labels = images[good], labels[good]
             batch = (images, labels)
