@@ -78,13 +78,14 @@ def test_the_scan_reports_images_classes_and_every_unreadable_file(photos, monke
     assert "5 unreadable files (skipped unless data.on_bad_file=error):" in summary and f"{photos}/bird/pipe: not a regular file (FIFO" in summary
 
 
-def test_decoding_finds_the_truncated_file_and_on_bad_file_chooses_skip_or_error(photos, caplog, monkeypatch):
+def test_decoding_finds_the_truncated_file_and_on_bad_file_chooses_skip_or_error(photos, capsys, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
     dm = ImageFolderDataModule(str(photos), image_size=12, val_fraction=0.25, test_fraction=0.25)
     dm.setup()
     assert "cat/truncated.jpg" in "\n".join(f"{path}: {reason}" for path, reason in dm.scan.bad)
     assert any("cannot be decoded (OSError: image file is truncated" in reason for _, reason in dm.scan.bad)
-    assert f"{photos}: 36 images (in class folders)" in caplog.text and "6 unreadable files (skipped" in caplog.text
+    printed = capsys.readouterr().out
+    assert f"{photos}: 36 images (in class folders)" in printed and "6 unreadable files (skipped" in printed
     assert sum(len(dm.splits[s]) for s in ("train", "val", "test")) == 36  # all good images, none twice
     with pytest.raises(ClassicCNNsError, match=r"6 problem\(s\) found \(above\); fix them or set data.on_bad_file=skip"):
         ImageFolderDataModule(str(photos), image_size=12, on_bad_file="error").setup()

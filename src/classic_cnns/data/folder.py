@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
@@ -248,6 +248,12 @@ class _Decoded:
         return torch.stack([self.dataset[i][0] for i in range(len(self.dataset))[index]])
 
 
+@rank_zero_only
+def say(text: str) -> None:
+    """Print once (rank 0 under DDP), before any progress bar: what the scan found is for the user."""
+    print(text, flush=True)
+
+
 def _available_memory() -> int:
     """Free physical memory in bytes (Linux); 4 GiB where the system does not say."""
     try:
@@ -414,7 +420,7 @@ class ImageFolderDataModule(ImageDataModule):
     def _report(self, scan: FolderScan) -> None:
         channels = "data.channels" if self.configured_channels else "detected; data.channels=1 or 3 to choose"
         how = "decoded once, held in memory" if not self.streaming else "streamed: decoded every epoch"
-        rank_zero_info(
+        say(
             f"{scan.summary()}\nchannels: {self.channels} ({channels}); every image resized to "
             f"{self.image_size}x{self.image_size}, {how}"
         )
@@ -449,7 +455,7 @@ class ImageFolderDataModule(ImageDataModule):
             if any(problems):
                 for problem in set(problems) - self.skipped - {""}:
                     self.skipped.add(problem)
-                    rank_zero_info(f"skipped an image that cannot be decoded ({problem}); {len(self.skipped)} so far")
+                    say(f"skipped an image that cannot be decoded ({problem}); {len(self.skipped)} so far")
                 good = labels >= 0
                 images, labels = images[good], labels[good]
             batch = (images, labels)
