@@ -1,6 +1,8 @@
 """Report of a sweep: python scripts/report.py outputs/multirun/DATE/TIME_ID [OUTPUT_DIR]
 
-Writes report.md (mean ± std over seeds per configuration, a Welch t-test of each against the best,
+Writes report.md (mean ± std over seeds per configuration; the reference, the configuration with the
+highest validation accuracy; a Welch t-test of each other against it, Holm-Bonferroni corrected, and the
+conclusion each corrected test supports, as sentences; a note when there are fewer than 5 seeds;
 parameters, fit time, failed jobs),
 report.csv, jobs.csv, val_acc.png and train_acc.png (accuracy per epoch) and test_acc.png (final
 test accuracy with error bars) into the sweep dir, or OUTPUT_DIR. --train-acc-target 0.75 adds the

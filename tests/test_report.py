@@ -8,7 +8,7 @@ import pytest
 import scipy.stats
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.tools.sweep_report import epochs_to_train_acc, load_sweep, summarize_sweep, write_report
+from classic_cnns.tools.sweep_report import epochs_to_train_acc, holm_adjusted, load_sweep, summarize_sweep, write_report
 
 from .conftest import ROOT
 from .test_cli import FAST, run_cli
@@ -123,32 +123,74 @@ def test_report_command_rejects_a_target_that_is_not_an_accuracy(sweep):
     assert result.returncode == 2 and "--train-acc-target is an accuracy in (0, 1], got 75.0" in result.stderr
 
 
-def test_each_configuration_is_tested_against_the_best_with_welchs_t_test():
+def welch_p(a, b):
+    """Welch (1947): t with the Welch-Satterthwaite degrees of freedom, two-sided."""
+    (ma, va, na), (mb, vb, nb) = ((np.mean(x), np.var(x, ddof=1), len(x)) for x in (a, b))
+    t = (ma - mb) / np.sqrt(va / na + vb / nb)
+    df = (va / na + vb / nb) ** 2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
+    return 2 * scipy.stats.t.sf(abs(t), df)
+
+
+def test_holm_adjusted_p_values_by_hand():
+    """Holm (1979): sort the m p-values, p_(1) <= ... <= p_(m); the i-th adjusted value is
+    max_{j <= i} min(1, (m - j + 1) p_(j)). Here m = 4 (the NaN is no test and does not count):
+    0.010 -> 4 x 0.010 = 0.040; 0.020 -> max(0.040, 3 x 0.020 = 0.060) = 0.060;
+    0.030 -> max(0.060, 2 x 0.030 = 0.060) = 0.060; 0.500 -> max(0.060, 1 x 0.500) = 0.500.
+    The issue's example: "padding=valid is worse (p=0.033)" is its only comparison in a study of
+    two (m = 1, stays 0.033); in a family of two it becomes 2 x 0.033 = 0.066, not significant."""
+    adjusted = holm_adjusted([0.030, 0.500, float("nan"), 0.010, 0.020])
+    assert adjusted[:2] == pytest.approx([0.060, 0.500]) and np.isnan(adjusted[2])
+    assert adjusted[3:] == pytest.approx([0.040, 0.060])
+    assert holm_adjusted([0.033, 0.4]) == pytest.approx([0.066, 0.4])
+    assert holm_adjusted([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def study(accuracies: dict[str, list[float]], val_shift: dict[str, float] | None = None) -> pd.DataFrame:
+    """Completed jobs with these test accuracies; val/acc is the test accuracy plus `val_shift`."""
+    val_shift = val_shift or {}
+    return pd.DataFrame(
+        [{"job": f"{c}-{i}", "configuration": c, "status": "completed", "test/acc": a, "val/acc": a + val_shift.get(c, 0.0),
+          "params": 1, "fit_seconds": 1.0, "epochs": 1}
+         for c, values in accuracies.items() for i, a in enumerate(values)]
+    )  # fmt: skip
+
+
+def test_each_configuration_is_tested_against_the_reference_with_holm_corrected_welch_tests():
     accuracies = {
         "pooling=max": [0.9910, 0.9915, 0.9905, 0.9912, 0.9908],
         "pooling=avg": [0.9913, 0.9901, 0.9917, 0.9899, 0.9907],  # within the spread of max
         "pooling=min": [0.9850, 0.9862, 0.9855, 0.9858, 0.9851],  # clearly worse
+        "pooling=lp": [0.9906, 0.9909, 0.9898, 0.9904, 0.9901],  # a little worse: Welch p=0.037
         "pooling=subsampling": [0.9800],  # one seed: no test
     }
-    jobs = pd.DataFrame(
-        [{"job": f"{c}-{i}", "configuration": c, "status": "completed", "test/acc": a, "val/acc": a, "params": 1, "fit_seconds": 1.0, "epochs": 1}
-         for c, values in accuracies.items() for i, a in enumerate(values)]
-    )
-    table = summarize_sweep(jobs)
-    assert table.index[0] == "pooling=max" and table.loc["pooling=max", "vs_best"] == 0
-
-    def welch_p(a, b):  # Welch (1947): t with the Welch-Satterthwaite degrees of freedom, two-sided
-        (ma, va, na), (mb, vb, nb) = ((np.mean(x), np.var(x, ddof=1), len(x)) for x in (a, b))
-        t = (ma - mb) / np.sqrt(va / na + vb / nb)
-        df = (va / na + vb / nb) ** 2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
-        return 2 * scipy.stats.t.sf(abs(t), df)
-
+    table = summarize_sweep(study(accuracies))
+    assert table.index[0] == "pooling=max" and table.loc["pooling=max", "vs_reference"] == 0
+    raw = {c: welch_p(accuracies[c], accuracies["pooling=max"]) for c in ("pooling=avg", "pooling=min", "pooling=lp")}
+    ranked = sorted(raw, key=raw.get)  # Holm by hand: m = 3 comparisons (subsampling has no test)
+    holm, running = {}, 0.0
+    for rank, configuration in enumerate(ranked):
+        running = max(running, min(1.0, (3 - rank) * raw[configuration]))
+        holm[configuration] = running
     for configuration, significant in (("pooling=avg", False), ("pooling=min", True)):
         row = table.loc[configuration]
-        assert row["p_vs_best"] == pytest.approx(welch_p(accuracies[configuration], accuracies["pooling=max"]), rel=1e-9)
+        assert row["p_welch"] == pytest.approx(raw[configuration], rel=1e-9)
+        assert row["p_holm"] == pytest.approx(holm[configuration], rel=1e-9)
         assert row["significant"] is significant
-        assert row["vs_best"] == pytest.approx(np.mean(accuracies[configuration]) - np.mean(accuracies["pooling=max"]))
+        assert row["vs_reference"] == pytest.approx(np.mean(accuracies[configuration]) - np.mean(accuracies["pooling=max"]))
+    assert raw["pooling=lp"] < 0.05 < holm["pooling=lp"] and table.loc["pooling=lp", "significant"] is False  # the correction decides
     assert table.loc["pooling=subsampling", "significant"] is None
+    assert table.loc["pooling=min", "conclusion"].startswith("pooling=min is worse than pooling=max (test accuracy -0.0055, Holm-corrected p=")
+    assert table.loc["pooling=lp", "conclusion"].startswith("pooling=lp and pooling=max are not separable with 5 seeds")
+    assert table.loc["pooling=subsampling", "conclusion"].startswith("pooling=subsampling cannot be compared with pooling=max (1 and 5 seeds")
+
+
+def test_the_reference_is_chosen_by_validation_accuracy_never_test():
+    accuracies = {"norm=batch": [0.74, 0.75, 0.73], "norm=lrn": [0.76, 0.77, 0.78]}  # lrn has the better test accuracy
+    table = summarize_sweep(study(accuracies, val_shift={"norm=batch": 0.05}))  # batch has the better validation accuracy
+    assert table.index[0] == "norm=batch" and table.loc["norm=batch", "conclusion"].startswith("norm=batch is the reference")
+    assert table.loc["norm=lrn", "vs_reference"] == pytest.approx(0.03)
+    # t = 0.03 / sqrt(0.01^2 / 3 + 0.01^2 / 3) = 3.67 on 4 degrees of freedom: p = 0.021, one comparison
+    assert table.loc["norm=lrn", "conclusion"] == "norm=lrn is better than norm=batch (test accuracy +0.0300, Holm-corrected p=0.021)."
 
 
 def test_report_states_the_test_and_marks_significant_differences(tmp_path):
@@ -161,6 +203,8 @@ def test_report_states_the_test_and_marks_significant_differences(tmp_path):
             (job_dir / "metrics.json").write_text(json.dumps({**json.loads((job_dir / "metrics.json").read_text()), "lrn1/divisor_median": 1.0 + seed, "lrn1/divisor_max": 3.0}))
     report = (write_report(tmp_path / "sweep", tmp_path / "out") / "report.md").read_text()
     assert "lrn1 divisor/k^beta: median (max)" in report and "1.500 (3.000)" in report  # means over the seeds
-    assert "| pooling=max " in report and "| best " in report
+    assert "| pooling=max " in report and "| reference " in report
     assert "-0.0395, p=0.0" in report and "**yes**" in report
-    assert "two-sided Welch t-test (unequal variances)" in report
+    assert "two-sided Welch t-test (unequal variances)" in report and "Holm-Bonferroni corrected for 1 comparison " in report
+    assert "- pooling=min is worse than pooling=max (test accuracy -0.0395, Holm-corrected p=" in report  # generated, not written
+    assert "**Fewer than 5 seeds**: 2 per configuration" in report

@@ -3,8 +3,11 @@
 Each job dir holds `.hydra/overrides.yaml`, `metrics.json` (or `error.txt` if it failed) and
 TensorBoard events. A configuration is named by the overrides that vary across the sweep; jobs
 that differ only in `seed=` form one configuration, and the table gives the mean and standard
-deviation over its seeds. Each configuration's test accuracies are compared with those of the best
-one by Welch's t-test, so that "equivalent" and "worse" are tested statements.
+deviation over its seeds. The reference configuration is the one with the highest mean
+validation accuracy (the test set never chooses it); each other configuration's test accuracies
+are compared with the reference's by Welch's t-test, the p-values Holm-Bonferroni corrected for
+the number of comparisons, and the sentence stating each conclusion is generated from the
+corrected test: "worse", "better" and "not separable" are tested statements.
 """
 
 import re
@@ -22,12 +25,15 @@ from classic_cnns import ClassicCNNsError
 from classic_cnns.plotting import bars_figure, curves_figure, save
 
 SEED_KEYS = ("seed",)
-ALPHA = 0.05  # significance level of the comparison with the best configuration
+ALPHA = 0.05  # family-wise significance level of the comparisons with the reference
+MIN_SEEDS = 5  # fewer seeds per configuration: the report says so
 SIGNIFICANCE_NOTE = (
-    "*vs best*: the difference of each configuration's mean test accuracy from the best one's, and the "
-    "p-value of a two-sided Welch t-test (unequal variances) on their test accuracies over seeds; "
-    f"**yes** marks p < {ALPHA}: a difference larger than the spread over seeds. *no* means the seeds "
-    "cannot tell the two apart (not that they are proven equal)."
+    "*vs reference*: the difference of each configuration's mean test accuracy from the reference's (the "
+    "configuration with the highest mean validation accuracy; the test set never chooses it), the p-value of a "
+    "two-sided Welch t-test (unequal variances) on their test accuracies over seeds, and that p-value "
+    "Holm-Bonferroni corrected for the number of comparisons with the reference (*Holm p*); **yes** marks a "
+    f"corrected p < {ALPHA}: a difference larger than the spread over seeds, with a family-wise error rate of "
+    f"{ALPHA}. *no* means the seeds cannot tell the two apart (not that they are proven equal)."
 )
 LRN_NOTE = (
     "*lrnN divisor/k^beta*: how much LRN layer N's divisor (k + alpha * sum a^2)^beta varied, on 64 validation "
@@ -100,7 +106,8 @@ def epochs_to_train_acc(curves: pd.DataFrame, target: float) -> pd.Series:
 def summarize_sweep(jobs: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of the final metrics (and of `epochs_to_target`, where present, with
     the number of seeds that reached it; the mean of each LRN layer's divisor spread, where there
-    are LRN layers), per configuration, best test accuracy first."""
+    are LRN layers), per configuration, highest mean validation accuracy first: that one is the
+    reference the others' test accuracies are compared with."""
     done = jobs[jobs["status"] == "completed"]
     if done.empty:
         return pd.DataFrame()
@@ -115,34 +122,73 @@ def summarize_sweep(jobs: pd.DataFrame) -> pd.DataFrame:
     columns |= {name: (name, "mean") for name in sorted(done.columns) if LRN_DIVISOR.fullmatch(name)}
     table = done.groupby("configuration", sort=False).agg(**columns)
     table = table.fillna({column: 0.0 for column in table if column.endswith("acc_std")})
+    table = table.sort_values("val_acc_mean", ascending=False, kind="stable")
     if "test_acc_mean" not in table:  # test=false: ranked by validation accuracy, no test comparison
-        return table.sort_values("val_acc_mean", ascending=False)
-    table = table.sort_values("test_acc_mean", ascending=False)
-    return table.join(compare_with_best(done, table.index[0]))
+        return table
+    return table.join(compare_with_reference(done, table.index[0]))
 
 
-def compare_with_best(done: pd.DataFrame, best: str) -> pd.DataFrame:
-    """Per configuration: its mean test accuracy minus the best one's, Welch's t-test p-value of
-    the two sets of seeds, and whether p < ALPHA (NaN/None where a side has fewer than 2 seeds
-    or neither varies)."""
+def holm_adjusted(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (Holm 1979), in the given order: with the m defined
+    p-values sorted ascending, p_(1) <= ... <= p_(m), the i-th becomes
+    max over j <= i of min(1, (m - j + 1) * p_(j)). Rejecting where the adjusted value is below
+    alpha keeps the family-wise error rate at alpha. NaN (no test) stays NaN and does not count in m."""
+    defined = sorted((p, index) for index, p in enumerate(p_values) if not pd.isna(p))
+    adjusted, running = [float("nan")] * len(p_values), 0.0
+    for rank, (p, index) in enumerate(defined):
+        running = max(running, min(1.0, (len(defined) - rank) * p))
+        adjusted[index] = running
+    return adjusted
+
+
+def compare_with_reference(done: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Per configuration: its mean test accuracy minus the reference's, the Welch t-test p-value
+    of the two sets of seeds, that p-value Holm-corrected over all comparisons with the reference,
+    whether the corrected p < ALPHA (NaN/None where a side has fewer than 2 seeds or neither
+    varies), the seeds on each side, and the sentence stating the conclusion."""
     accuracies = done.groupby("configuration", sort=False)["test/acc"].apply(list)
     rows = {}
     for configuration, values in accuracies.items():
-        difference = pd.Series(values).mean() - pd.Series(accuracies[best]).mean()
+        difference = pd.Series(values).mean() - pd.Series(accuracies[reference]).mean()
         p = float("nan")
-        if configuration != best and min(len(values), len(accuracies[best])) >= 2:
+        if configuration != reference and min(len(values), len(accuracies[reference])) >= 2:
             with np.errstate(all="ignore"):  # no spread on either side: p is NaN
-                p = float(stats.ttest_ind(values, accuracies[best], equal_var=False).pvalue)
-        rows[configuration] = {"vs_best": difference, "p_vs_best": p, "significant": None if pd.isna(p) else bool(p < ALPHA)}
-    return pd.DataFrame.from_dict(rows, orient="index")
+                p = float(stats.ttest_ind(values, accuracies[reference], equal_var=False).pvalue)
+        rows[configuration] = {"vs_reference": difference, "p_welch": p, "seeds": len(values), "reference_seeds": len(accuracies[reference])}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table["p_holm"] = holm_adjusted(table["p_welch"].tolist())
+    table["significant"] = [None if pd.isna(p) else bool(p < ALPHA) for p in table["p_holm"]]
+    table["conclusion"] = [
+        conclusion(name, reference, row.vs_reference, row.p_holm, row.significant, row.seeds, row.reference_seeds)
+        for name, row in zip(table.index, table.itertuples())
+    ]
+    return table
 
 
-def _versus_best(name: str, difference: float, p: float, significant: bool | None, best: str) -> str:
-    if name == best:
-        return "best"
+def _seeds(n: int, n_reference: int) -> str:
+    return f"{n} seeds" if n == n_reference else f"{n} and {n_reference} seeds"
+
+
+def conclusion(name: str, reference: str, difference: float, p_holm: float, significant: bool | None, n: int, n_reference: int) -> str:
+    """The sentence a reader may quote, generated from the corrected test and nothing else."""
+    if name == reference:
+        return f"{name} is the reference: the highest mean validation accuracy."
+    if significant is None:
+        return f"{name} cannot be compared with {reference} ({_seeds(n, n_reference)}: a test needs 2+ seeds with a spread on each side)."
+    if not significant:
+        return (
+            f"{name} and {reference} are not separable with {_seeds(n, n_reference)} "
+            f"(test accuracy {difference:+.4f}, Holm-corrected p={p_holm:.2g})."
+        )
+    return f"{name} is {'worse' if difference < 0 else 'better'} than {reference} (test accuracy {difference:+.4f}, Holm-corrected p={p_holm:.2g})."
+
+
+def _versus_reference(name: str, difference: float, p: float, p_holm: float, significant: bool | None, reference: str) -> str:
+    if name == reference:
+        return "reference"
     if significant is None:
         return f"{difference:+.4f}, p n/a (needs 2+ seeds with a spread)"
-    return f"{difference:+.4f}, p={p:.2g}: {'**yes**' if significant else 'no'}"
+    return f"{difference:+.4f}, p={p:.2g}, Holm p={p_holm:.2g}: {'**yes**' if significant else 'no'}"
 
 
 def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None, train_acc_target: float | None = None) -> Path:
@@ -171,15 +217,39 @@ def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None, tr
                 (f"{m:.1f} ± {0.0 if pd.isna(s) else s:.1f}" if reached else "not reached") + (f" ({reached}/{runs} runs)" if reached < runs else "")
                 for m, s, reached, runs in zip(shown.pop("to_target_mean"), shown.pop("to_target_std"), shown.pop("to_target_runs"), shown["runs"])
             ]
-        if "vs_best" in shown:
-            shown["vs best"] = [_versus_best(name, d, p, sig, table.index[0]) for name, d, p, sig in zip(shown.index, shown.pop("vs_best"), shown.pop("p_vs_best"), shown.pop("significant"))]
+        if "vs_reference" in shown:
+            shown["vs reference"] = [
+                _versus_reference(name, d, p, holm, sig, table.index[0])
+                for name, d, p, holm, sig in zip(shown.index, shown.pop("vs_reference"), shown.pop("p_welch"), shown.pop("p_holm"), shown.pop("significant"))
+            ]
+            for column in ("seeds", "reference_seeds", "conclusion"):
+                shown.pop(column)
         for layer in sorted({name.split("/")[0] for name in shown.columns if LRN_DIVISOR.fullmatch(name)}):
             median, largest = shown.pop(f"{layer}/divisor_median"), shown.pop(f"{layer}/divisor_max")
             shown[f"{layer} divisor/k^beta: median (max)"] = ["" if pd.isna(m) else f"{m:.3f} ({x:.3f})" for m, x in zip(median, largest)]
         shown["params"] = shown["params"].map(lambda n: f"{int(n):,}")
         shown["epochs"] = shown["epochs"].map(lambda e: f"{e:.3g}")  # a mean over seeds where runs stop early
         shown["fit s"] = shown.pop("fit_seconds").map(lambda s: f"{s:.1f}")
-        lines += [shown.reset_index().to_markdown(index=False), ""] + ([SIGNIFICANCE_NOTE, ""] if "vs best" in shown else [])
+        lines += [shown.reset_index().to_markdown(index=False), ""] + ([SIGNIFICANCE_NOTE, ""] if "vs reference" in shown else [])
+        if "conclusion" in table:
+            comparisons = int(table["p_holm"].notna().sum())
+            lines += [
+                "## Conclusions",
+                "",
+                f"Reference: {table.index[0]}, chosen by validation accuracy. Each sentence comes from a two-sided Welch t-test "
+                f"on the test accuracies against the reference, Holm-Bonferroni corrected for {comparisons} comparison"
+                f"{'s' if comparisons != 1 else ''} (family-wise error rate {ALPHA}).",
+                "",
+                *[f"- {sentence}" for sentence in table["conclusion"].iloc[1:]],
+                "",
+            ]
+        if table["runs"].min() < MIN_SEEDS:
+            lines += [
+                f"**Fewer than {MIN_SEEDS} seeds**: {int(table['runs'].min())} per configuration"
+                f"{'' if table['runs'].nunique() == 1 else ' at the fewest'}, so the tests above can separate only differences "
+                "well beyond the spread over seeds; \"not separable\" says little here.",
+                "",
+            ]
         if any(LRN_DIVISOR.fullmatch(name) for name in table.columns):
             lines += [LRN_NOTE, ""]
     failed = jobs[jobs["status"] == "failed"]
