@@ -127,6 +127,7 @@ def test_streaming_decodes_in_the_loader_and_leaves_out_what_cannot_be_decoded(p
     expected_images, expected_labels = resident.on_after_batch_transfer(next(iter(resident.test_dataloader())), 0)
     torch.testing.assert_close(images, expected_images)
     assert torch.equal(labels, expected_labels)
+    assert torch.equal(streamed.splits["val"].images[:2], resident.splits["val"].images[:2])  # a few, decoded on demand
     train = [streamed.on_after_batch_transfer(batch, 0)[1] for batch in streamed.train_dataloader()]
     assert sum(len(labels) for labels in train) == len(resident.splits["train"])  # the truncated JPEG left out
     assert len(streamed.skipped) == 1 and "truncated.jpg" in next(iter(streamed.skipped))

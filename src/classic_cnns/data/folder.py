@@ -103,7 +103,7 @@ def read_header(path: Path) -> str:
         raise ValueError(f"over Pillow's decompression-bomb limit ({error})") from None
     except UnidentifiedImageError:
         raise ValueError("not an image (Pillow does not know its format)") from None
-    except Exception as error:  # UnidentifiedImageError, OSError, SyntaxError (bad headers)...
+    except Exception as error:  # OSError (truncated headers), SyntaxError and ValueError (malformed ones)...
         first_line = (str(error).strip().splitlines() or [""])[0][:120]
         raise ValueError(f"not an image Pillow can read ({type(error).__name__}: {first_line})") from None
 
