@@ -25,9 +25,9 @@ def trained(tmp_path_factory, data_dir):
     return run, json.loads((run / "metrics.json").read_text())
 
 
-def test_evaluate_from_the_checkpoint_alone_reproduces_the_test_metrics(trained, tmp_path):
+def test_evaluate_from_the_checkpoint_alone_reproduces_the_test_metrics(trained, tmp_path, data_dir):
     run, metrics = trained
-    result = evaluate(metrics["best_checkpoint"], output_dir=str(tmp_path))
+    result = evaluate(metrics["best_checkpoint"], output_dir=str(tmp_path), data_dir=str(data_dir))
     assert result["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert result["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-4)
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -20,6 +20,7 @@ from classic_cnns.runs.checkpoint_loading import (
     DATA_MODULES,
     NETWORKS,
     UnsafeCheckpointError,
+    build_datamodule,
     load_classifier,
     read_checkpoint,
     rebuild_callback_states,
@@ -305,3 +306,139 @@ def test_evaluate_and_predict_drop_the_callback_states_they_never_use(make_cfg, 
     checkpoint["callbacks"] = {"Evil": {"best_model_path": "/etc/passwd"}}
     torch.save(checkpoint, tmp_path / "model.ckpt")
     assert "callbacks" not in read_checkpoint(tmp_path / "model.ckpt")
+
+
+# --- the whole embedded config, top-level keys (issue 23, item 2) ----------------------------
+def _targets(node, prefix=""):
+    """Dotted keys of every Hydra instantiation key in `node`."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("_target_", "_partial_", "_args_"):
+                yield f"{prefix}{key}"
+            yield from _targets(value, f"{prefix}{key}.")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _targets(item, f"{prefix}{index}.")
+
+
+def test_targets_outside_model_and_data_are_dropped_before_anyone_can_build_them(make_cfg, tmp_path):
+    """optimizer, scheduler (_partial_), callbacks, trainer, logger, top-level hyper_parameters and
+    top-level checkpoint keys: never built by the loaders, and gone from what they hand out
+    (model.hparams.config), so that instantiate() on it builds nothing."""
+    payload = {"_target_": "pathlib.Path.write_text", "self": {"_target_": "pathlib.Path", "_args_": [str(tmp_path / "ran")]}, "data": "x"}
+    checkpoint = checkpoint_like_train(make_cfg())
+    config = checkpoint["hyper_parameters"]["config"]
+    config["optimizer"] = payload
+    config["scheduler"] = payload | {"_partial_": True}
+    config["callbacks"]["evil"] = payload
+    config["trainer"] = payload
+    checkpoint["hyper_parameters"]["evil"] = payload
+    checkpoint["evil"] = payload
+    torch.save(checkpoint, tmp_path / "crafted.ckpt")
+    read = read_checkpoint(tmp_path / "crafted.ckpt")
+    assert "evil" not in read and "evil" not in read["hyper_parameters"]
+    assert sorted(_targets(read)) == ["hyper_parameters.config.data._target_", "hyper_parameters.config.model._target_", "hyper_parameters.config.model.layers._target_"]
+    model = load_classifier(tmp_path / "crafted.ckpt")
+    for key in ("optimizer", "scheduler", "trainer"):
+        instantiate(model.hparams.config[key])
+    instantiate(model.hparams.config["callbacks"]["evil"])
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_non_plain_value_anywhere_in_the_config_is_refused_naming_the_key(make_cfg, tmp_path):
+    checkpoint = checkpoint_like_train(make_cfg())
+    checkpoint["hyper_parameters"]["config"]["trainer"]["max_epochs"] = torch.zeros(2)
+    torch.save(checkpoint, tmp_path / "crafted.ckpt")
+    with pytest.raises(UnsafeCheckpointError, match=r"config.trainer.max_epochs is a Tensor; only plain values"):
+        read_checkpoint(tmp_path / "crafted.ckpt")
+
+
+# --- loading writes nothing outside the directory the user named (item 3) -------------------
+def test_evaluate_never_downloads_or_makes_directories_where_the_checkpoint_says(make_cfg, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere" / "data"
+    checkpoint = checkpoint_like_train(make_cfg(f"data.data_dir={elsewhere}", "data.download=true"))
+    torch.save(checkpoint, tmp_path / "model.ckpt")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CLASSIC_CNNS_DATA_DIR", raising=False)
+    with pytest.raises(ClassicCNNsError, match=rf"MNIST was not found in {tmp_path}/data/MNIST/raw and data.download=false") as error:
+        evaluate(str(tmp_path / "model.ckpt"), output_dir=str(tmp_path / "evaluation"))
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "data").exists() and not (tmp_path / "evaluation").exists()
+
+
+# --- sizes declared by a file are checked before anything is allocated (item 4) -------------
+def test_a_declared_network_size_the_weights_do_not_have_is_refused_before_allocating(make_cfg, tmp_path):
+    checkpoint = checkpoint_like_train(make_cfg())
+    checkpoint["hyper_parameters"]["config"]["model"] = {"_target_": "classic_cnns.models.AlexNet", "hidden_features": 10**9}
+    checkpoint["hyper_parameters"]["data_info"]["input_size"] = [227, 227]
+    torch.save(checkpoint, tmp_path / "huge.ckpt")
+    with pytest.raises(ClassicCNNsError, match=r"huge.ckpt: the weights do not fit the network: net\.\S+ is missing.*\(and \d+ more\)\. Use the model settings") as error:
+        load_classifier(tmp_path / "huge.ckpt")  # 10**9 x 10**9 weights: never allocated
+    assert "\n" not in str(error.value)
+
+
+def test_a_state_dict_of_other_shapes_names_the_keys_and_shapes(make_cfg, tmp_path):
+    checkpoint = checkpoint_like_train(make_cfg())
+    checkpoint["hyper_parameters"]["data_info"]["input_size"] = [64, 64]
+    torch.save(checkpoint, tmp_path / "other.ckpt")
+    with pytest.raises(ClassicCNNsError, match=r"net\.\S+\.weight is \[120, 400\] in the checkpoint but \[120, 3136\] in the network"):
+        load_classifier(tmp_path / "other.ckpt")
+
+
+@pytest.mark.parametrize("key, value", [("input_size", [40000, 40000]), ("native_size", [100000, 100000]), ("channels", 7), ("class_names", ["x"] * 5000)])
+def test_image_sizes_and_class_counts_from_a_file_are_capped(make_cfg, tmp_path, key, value):
+    checkpoint = checkpoint_like_train(make_cfg())
+    checkpoint["hyper_parameters"]["data_info"][key] = value
+    torch.save(checkpoint, tmp_path / "big.ckpt")
+    with pytest.raises(UnsafeCheckpointError, match=rf"big.ckpt: refused, data_info.{key}"):
+        load_classifier(tmp_path / "big.ckpt")
+
+
+def test_worker_counts_and_data_sizes_come_from_the_loader_not_the_file(make_cfg, tmp_path):
+    checkpoint = checkpoint_like_train(make_cfg("data.placement=dataloader", "data.num_workers=12"))
+    torch.save(checkpoint, tmp_path / "model.ckpt")
+    model = load_classifier(tmp_path / "model.ckpt")
+    assert build_datamodule(model.hparams.config, str(tmp_path)).num_workers == 0
+    config = model.hparams.config | {"data": model.hparams.config["data"] | {"image_size": 50000}}
+    with pytest.raises(UnsafeCheckpointError, match=r"config.data.image_size=50000 is not null or 1 to 1024 pixels"):
+        build_datamodule(config, str(tmp_path))
+
+
+class UnfilledArray:
+    """Pickles as numpy's _reconstruct of an array of `shape` whose bytes never follow."""
+
+    def __init__(self, shape) -> None:
+        self.shape = shape
+
+    def __reduce__(self):
+        return _RECONSTRUCT_FOR_TESTS, (np.ndarray, self.shape, b"B")
+
+
+_RECONSTRUCT_FOR_TESTS = np.zeros(0, np.uint8).__reduce__()[0]
+
+
+@pytest.mark.parametrize(
+    "batch, message",
+    [
+        ({"data": UnfilledArray((500_000, 3072)), "labels": [0]}, r"declares 1536000000 bytes but the file holds \d+\)"),
+        ({"data": np.zeros((2, 3072), np.uint8), "labels": [[0] * 1000] * 2}, r"'labels' is not a list of 2 integers, one per image"),
+        ({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}, r"'labels' is not a list of 2 integers"),
+    ],
+    ids=["declared_array", "shared_sublists", "count"],
+)
+def test_a_cifar_batch_that_declares_more_than_it_holds_is_refused(tmp_path, batch, message):
+    folder = write_cifar10(tmp_path)
+    (folder / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(ClassicCNNsError, match=rf"test_batch is not a readable CIFAR-10 batch .*{message}") as error:
+        CIFAR10DataModule(str(folder)).load(train=False)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("label", [10, -1])
+def test_cifar_labels_outside_the_classes_are_found_before_training(make_cfg, tmp_path, label):
+    folder = write_cifar10(tmp_path / "data")
+    batch = {"data": np.zeros((2, 3072), np.uint8), "labels": [0, label]}
+    (folder / "cifar-10-batches-py" / "data_batch_2").write_bytes(pickle.dumps(batch))
+    with pytest.raises(ClassicCNNsError, match=rf"data_batch_2 holds labels outside 0-9 \({min(0, label)} to {max(0, label)}\)"):
+        train(make_cfg("data=cifar10", f"data.data_dir={folder}"))
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -3,10 +3,14 @@
 The files are read directly, without torchvision's checksum test, so re-encoded copies of the
 set in the same format load too (see README: where to put data offline). They are pickles, which
 can call any importable function while they load: they are read with an unpickler that allows
-only what the official files hold (dicts, lists, strings, bytes, numpy integer arrays).
+only what the official files hold (dicts, lists, strings, bytes, numpy integer arrays). An array
+may not declare more bytes than the file holds (an unfilled array of any shape costs only its
+declaration), labels must be a flat list of integers in 0-9, one per image, checked before
+they are turned into an array (shared sub-lists would multiply their cost).
 """
 
 import codecs
+import math
 import pickle
 from pathlib import Path
 
@@ -53,23 +57,45 @@ class RefusedGlobal(pickle.UnpicklingError):
 
 
 class BatchUnpickler(pickle.Unpickler):
-    """Unpickles what a CIFAR-10 batch holds and refuses every other global."""
+    """Unpickles what a CIFAR-10 batch holds and refuses every other global; no array it
+    builds may be larger than `max_bytes` (the file's size)."""
+
+    def __init__(self, file, max_bytes: int, **kwargs) -> None:
+        super().__init__(file, **kwargs)
+        self.max_bytes = max_bytes
 
     def find_class(self, module: str, name: str):
-        if (module, name) in ALLOWED_GLOBALS:
-            return ALLOWED_GLOBALS[module, name]
-        raise RefusedGlobal(f"{module}.{name}")
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise RefusedGlobal(f"{module}.{name}")
+        found = ALLOWED_GLOBALS[module, name]
+        return self._reconstruct if found is _RECONSTRUCT else found
+
+    def _reconstruct(self, subtype, shape, dtype):
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        itemsize = _integer_dtype(dtype.decode("latin1") if isinstance(dtype, bytes) else dtype).itemsize
+        if not all(isinstance(side, int) and side >= 0 for side in shape):
+            raise pickle.UnpicklingError(f"an array of shape {shape}")
+        declared = math.prod(shape) * itemsize
+        if declared > self.max_bytes:
+            raise pickle.UnpicklingError(
+                f"an array of shape {shape} declares {declared} bytes but the file holds {self.max_bytes}"
+            )
+        return _RECONSTRUCT(subtype, shape, dtype)
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One pickled CIFAR batch -> uint8 images (N, 3, 32, 32) and labels (N,)."""
     try:
         with open(path, "rb") as file:
-            batch = BatchUnpickler(file, encoding="latin1").load()  # as torchvision: str keys for Python 2 pickles too
+            # as torchvision: str keys for Python 2 pickles too
+            batch = BatchUnpickler(file, max_bytes=path.stat().st_size, encoding="latin1").load()
         if not isinstance(batch["data"], np.ndarray) or batch["data"].dtype.kind not in "ui":
             raise TypeError(f"'data' is a {type(batch['data']).__name__}, not a numpy integer array")
         images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        labels = np.asarray(batch["labels"], dtype=np.int64)
+        labels = batch["labels"]
+        if not isinstance(labels, list) or len(labels) != len(images) or not all(type(label) is int for label in labels):
+            raise TypeError(f"'labels' is not a list of {len(images)} integers, one per image")
+        labels = np.asarray(labels, dtype=np.int64)
     except RefusedGlobal as error:
         raise ClassicCNNsError(
             f"{path}: refused to unpickle the global {error}; a CIFAR-10 batch holds only dicts, lists, strings, "
@@ -81,8 +107,11 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"{path} is not a readable CIFAR-10 batch ({type(error).__name__}: {error}); "
             "delete it and download it again"
         ) from None
-    if len(images) != len(labels):
-        raise ClassicCNNsError(f"{path} holds {len(images)} images but {len(labels)} labels")
+    if len(labels) and not (0 <= labels.min() and labels.max() < 10):
+        raise ClassicCNNsError(
+            f"{path} holds labels outside 0-9 ({labels.min()} to {labels.max()}): CIFAR-10 has 10 classes; "
+            "delete it and download it again"
+        )
     return images, labels
 
 
