@@ -1,4 +1,5 @@
-"""MNIST from its four IDX files, as torchvision lays them out: DATA_DIR/MNIST/raw/."""
+"""MNIST and Fashion-MNIST from their four IDX files, as torchvision lays them out:
+DATA_DIR/MNIST/raw/ and DATA_DIR/FashionMNIST/raw/ (the same file names, the same format)."""
 
 import gzip
 from pathlib import Path
@@ -64,3 +65,20 @@ class MNISTDataModule(ImageDataModule):
                 f"{self.folder}: {prefix} images {images.shape} and labels {labels.shape} do not match"
             )
         return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+class FashionMNISTDataModule(MNISTDataModule):
+    """Zalando's Fashion-MNIST: 28x28 grey photographs of clothes, light on a dark background,
+    in MNIST's files and format; downloaded by torchvision's FashionMNIST (its mirror and MD5s)."""
+
+    name = "Fashion-MNIST"
+    class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+    @property
+    def folder(self) -> Path:
+        return self.data_dir / "FashionMNIST" / "raw"
+
+    def download_files(self, root: Path) -> None:
+        from torchvision.datasets import FashionMNIST
+
+        FashionMNIST(root, train=True, download=True)
