@@ -1,6 +1,7 @@
 """hparams_search=...: the project's Optuna sweeper, offline on the tiny data."""
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -16,7 +17,9 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from optuna.distributions import (
     CategoricalDistribution,
     FloatDistribution,
@@ -82,20 +85,28 @@ def test_search_space_takes_hydra_optuna_sweepers_syntax(override, expected):
     [
         ("x=float(0.1, 0.2)", "old syntax.*interval"),  # Hydra's grammar would read a choice of 2 values
         ("x=range(5, 1)", "range is empty"),
+        ("x=interval(0.1, 0.01)", r"interval\(a, b\) needs a < b"),
         ("x=tag(log, range(0.1, 1.0, 0.1))", "log scale takes interval"),
         ("x=glob(*)", "not a search space"),
+        # what Optuna cannot represent is not silently changed (a log range used to become step 1, no log)
+        ("x=tag(log, range(16, 128, step=16))", r"log scale takes no step; write tag\(log, int\(interval\(16, 112\)\)\)"),
+        ("x=tag(lgo, interval(0.001, 0.1))", "unknown tag lgo"),
+        ("x=tag(log, interval(0, 0.1))", "lower bound above 0"),
+        ("x=tag(log, choice(1, 2))", "a choice has no scale"),
+        ("x=range(0, 10, step=0)", "x=range.*step"),  # Hydra's own complaint, naming the key
     ],
 )
 def test_a_search_space_it_cannot_map_is_one_clear_error(override, message):
     (parsed,) = OverridesParser.create().parse_overrides([override])
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as error:
         distribution(parsed)
+    assert str(error.value).startswith(f"{override}: ") and "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["hparams_search=lenet5_optuna", "optimizer.lr=interval(0.1, 0.01)"], "interval(a, b) needs a < b"),
+        (["hparams_search=lenet5_optuna", "data.batch_size=tag(log, range(16,128,step=16))"], "data.batch_size=tag(log, range(16,128,step=16)): Optuna's log scale takes no step"),
         (["-m", "optimizer.lr=interval(0.1, 0.2)"], "a grid sweep takes lists"),
     ],
 )
@@ -135,11 +146,104 @@ def test_every_pruner_is_a_config_choice(pruner, kind):
 
 @pytest.mark.parametrize(
     "launcher, expected",
-    [([], 1), (["hydra/launcher=parallel", "hydra.launcher.n_jobs=3"], 3), (["hydra/launcher=slurm", "hydra.launcher.array_parallelism=6"], 6)],
-    ids=["basic", "parallel", "slurm"],
-)
+    [
+        ([], 1), (["hydra/launcher=parallel", "hydra.launcher.n_jobs=3"], 3),
+        (["hydra/launcher=slurm"], 4),  # not submitit's array_parallelism of 256: a search would go out blind
+        (["hydra/launcher=slurm", "hydra.launcher.array_parallelism=2"], 2),
+    ],
+    ids=["basic", "parallel", "slurm", "slurm-2"],
+)  # fmt: skip
 def test_trials_at_once_default_to_the_launchers_parallelism(launcher, expected):
     assert launcher_parallelism(compose_search(*launcher).hydra.launcher) == expected
+
+
+@pytest.mark.parametrize(
+    "sampler, at_once, n_trials, warned",
+    [("tpe", 4, 8, True), ("tpe", 2, 8, False), ("tpe", 1, 2, False), ("random", 8, 8, False)],
+)
+def test_too_many_trials_at_once_for_a_model_based_sampler_is_a_warning(sampler, at_once, n_trials, warned, caplog):
+    sweeper = OptunaSweeper(sampler=compose_search(f"hydra/sweeper/sampler={sampler}").hydra.sweeper.sampler)
+    with caplog.at_level(logging.WARNING):
+        sweeper._warn_if_blind(at_once, n_trials)
+    assert ("nearly at random; set hydra.sweeper.n_jobs to at most 2" in caplog.text) == warned
+
+
+# --- trials run asynchronously: a free slot gets a new trial at once -----------------------------
+class SleepingLauncher:
+    """A launcher whose job sleeps `trainer.max_epochs` x 0.1 s and returns 0.5 (no training)."""
+
+    def __init__(self, sweep_dir: Path) -> None:
+        self.sweep_dir = sweep_dir
+
+    def launch(self, job_overrides, initial_job_idx):
+        ((*overrides,),) = job_overrides
+        epochs = int(next(o for o in overrides if o.startswith("trainer.max_epochs=")).split("=")[1])
+        time.sleep(0.1 * epochs)
+        hydra_cfg = OmegaConf.create({"hydra": {"job": {"num": initial_job_idx}, "runtime": {"output_dir": str(self.sweep_dir / str(initial_job_idx))}}})
+        return [JobReturn(overrides=[o for o in overrides if not o.startswith("++hydra.")], status=JobStatus.COMPLETED, _return_value=0.5, hydra_cfg=hydra_cfg)]
+
+
+def test_a_slot_freed_by_a_short_trial_starts_the_next_one_while_a_long_one_runs(tmp_path):
+    """2 slots, a grid of one 8-epoch and three 1-epoch trials: the short ones run one after
+    another beside the long one, and each is told to the study when it ends, not with a batch."""
+    space = {"trainer.max_epochs": CategoricalDistribution([8, 1])}
+    sweeper = OptunaSweeper(n_trials=4, n_jobs=2)
+    sweeper.launcher, sweeper.validate_batch_is_legal = SleepingLauncher(tmp_path), lambda batch, first_job: None
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"trainer.max_epochs": 8})
+    for _ in range(3):
+        study.enqueue_trial({"trainer.max_epochs": 1})
+    entries = sweeper.run_trials(study, space, [], slots=2, wanted=4, sweep_dir=tmp_path, storage_url="unused", metric=None)
+    assert sorted(entries) == [0, 1, 2, 3] and {e["status"] for e in entries.values()} == {"completed"}
+    long, *short = study.trials
+    assert all(t.datetime_complete < long.datetime_complete for t in short)  # all three ran beside trial 0
+    assert short[0].datetime_complete <= short[1].datetime_start and short[1].datetime_complete <= short[2].datetime_start
+    assert all((t.datetime_complete - t.datetime_start).total_seconds() < 0.5 for t in short)  # its own duration, not the batch's
+
+
+# --- workers sharing one study draw different parameters ----------------------------------------
+# One worker of a shared study, as its own process (Optuna only): the sweeper's sampler (TPE, seed
+# 0, like every other worker); it waits until all 4 are ready, then asks and tells three trials.
+WORKER = """
+import json, sys, time
+from pathlib import Path
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from hydra_plugins.classic_cnns_sweeper.per_trial_seed import SeededPerTrial
+
+storage, ready = sys.argv[1], Path(sys.argv[2])
+sampler = SeededPerTrial(lambda seed: optuna.samplers.TPESampler(seed=seed), seed=0)
+study = optuna.load_study(study_name="shared", sampler=sampler,
+                          storage=storage if "://" in storage else JournalStorage(JournalFileBackend(storage)))
+space = {"optimizer.lr": FloatDistribution(0.005, 0.2, log=True), "pooling": CategoricalDistribution(["max", "avg", "subsampling"])}
+(ready / sys.argv[3]).touch()
+while len(list(ready.iterdir())) < 4:
+    time.sleep(0.01)
+draws = []
+for _ in range(3):
+    trial = study.ask(space)
+    draws.append(sorted(trial.params.items()))
+    study.tell(trial, trial.params["optimizer.lr"])
+print(json.dumps(draws))
+"""
+
+
+@pytest.mark.parametrize("backend", ["journal", "postgresql"])
+def test_four_workers_started_at_once_on_one_study_never_draw_the_same_parameters(backend, tmp_path, request):
+    storage = str(tmp_path / "optuna.journal") if backend == "journal" else request.getfixturevalue("postgres_url")
+    optuna.create_study(study_name="shared", storage=open_storage(storage), direction="maximize")
+    (ready := tmp_path / "ready").mkdir()
+    workers = [
+        subprocess.Popen([sys.executable, "-c", WORKER, storage, str(ready), str(n)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n in range(4)
+    ]  # fmt: skip
+    outputs = [worker.communicate(timeout=120) for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), [err[-2000:] for _, err in outputs]
+    every = [json.dumps(draw) for out, _ in outputs for draw in json.loads(out)]
+    assert len(every) == 12 and len(set(every)) == 12
+    assert [t.number for t in trials(storage, "shared")] == list(range(12))
 
 
 # --- whole searches ------------------------------------------------------------------------------
@@ -165,8 +269,15 @@ def test_a_killed_search_reruns_its_running_trial_and_repeats_no_parameters(data
     assert after[2].params == killed.params and after[2].user_attrs["rerun_of"] == 1  # run again, as it was
     fresh = [tuple(sorted(t.params.items())) for t in (after[0], after[1], after[3])]
     assert len(set(fresh)) == 3  # the resumed sampler did not repeat trial 0's parameters
+    # the summary lists every trial of the study, the first run's too; the killed one was run again, not failed
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert [(job["trial"], job["state"], job["status"]) for job in summary] == [
+        (0, "COMPLETE", "completed"), (1, "FAIL", "rerun"), (2, "COMPLETE", "completed"), (3, "COMPLETE", "completed"),
+    ]  # fmt: skip
+    assert summary[1]["rerun_as"] == 2 and summary[0]["dir"] == str(sweep / "0") and "optimizer.lr" in " ".join(summary[0]["overrides"])
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert results["trials"] == {"COMPLETE": 3, "PRUNED": 0, "FAIL": 1} and "optimizer.lr" in results["best_params"]
+    assert results["trials"] == {"completed": 3, "pruned": 0, "failed": 0, "rerun": 1} and "optimizer.lr" in results["best_params"]
+    assert "3 completed, 0 pruned, 0 failed, 1 rerun" in again.stdout
 
 
 def test_a_failed_trial_is_recorded_and_the_study_goes_on(data_dir, tmp_path):
@@ -193,9 +304,11 @@ def test_parallel_trials_on_postgresql_in_a_multi_objective_search(data_dir, tmp
         data_dir=data_dir, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr  # both trials launched as one batch
     study = optuna.load_study(study_name="lenet5", storage=postgres_url)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    first, second = study.trials
+    assert second.datetime_start < first.datetime_complete  # both at once, in joblib's workers
+    assert study.metric_names == ["val/acc", "fit_seconds"]
     for trial in study.trials:
         metrics = json.loads((sweep / str(trial.number) / "metrics.json").read_text())
         assert trial.values == [metrics["val/acc"], metrics["fit_seconds"]]
@@ -222,6 +335,14 @@ def test_a_ddp_trial_runs_once_on_two_ranks_and_a_pruned_trial_is_no_failure(dat
         assert (sweep / str(trial.number) / "train_ddp_process_1.log").exists()
     summary = {job["trial"]: job["status"] for job in json.loads((sweep / "sweep_summary.json").read_text())}
     assert sorted(summary.values()) == ["completed", "pruned"]
+    # what the user sees: each trial's own parameters, no reporting plumbing; a short result table
+    shown = result.stdout + result.stderr
+    assert "callbacks.optuna_trial" not in shown and "CLASSIC_CNNS_OPTUNA_TRIAL" not in shown and "_target_" not in shown
+    assert "trial 0: trainer.max_epochs=" in shown and "trial 1: trainer.max_epochs=" in shown
+    assert not any(word in (sweep / str(t.number) / ".hydra" / "overrides.yaml").read_text() for t in done for word in ("callbacks", "hydra."))
+    assert "1 completed, 1 pruned, 0 failed, 0 rerun" in result.stdout and "best val/acc" in result.stdout
+    assert "optuna-dashboard search/optuna.journal" in result.stdout
+    assert optuna.load_study(study_name="lenet5", storage=open_storage(str(sweep / "optuna.journal"))).metric_names == ["val/acc"]
 
 
 def test_optuna_dashboard_serves_the_study(tmp_path):

@@ -2,20 +2,26 @@
 monitored metric of every epoch to its trial, and stops early when the study's pruner says so.
 
 The sweeper (src/hydra_plugins/classic_cnns_sweeper/optuna_sweeper.py) asks the study for the
-trials and tells it their results; each job gets its trial's storage, study and number through
-the `callbacks.optuna_trial` entry the sweeper adds to its overrides.
+trials and tells it their results; each job gets its trial's storage, study, number, metric and
+pruner in the environment variable CLASSIC_CNNS_OPTUNA_TRIAL (the sweeper sets it through
+hydra.job.env_set), not in its overrides: the job's launch line, config and overrides.yaml show
+the trial's parameters only, and DDP ranks started by the job inherit it.
 """
 
+import json
 import logging
+import os
 from pathlib import Path
 
 import lightning as L
 import optuna
+from hydra.utils import instantiate
 from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 log = logging.getLogger(__name__)
 PRUNED_AFTER_EPOCH = "pruned_after_epoch"  # the trial's user attribute that says the job was pruned
+TRIAL_ENV = "CLASSIC_CNNS_OPTUNA_TRIAL"  # the job's trial, as JSON (trial_environment)
 
 
 def open_storage(storage: str) -> BaseStorage:
@@ -27,6 +33,20 @@ def open_storage(storage: str) -> BaseStorage:
         return optuna.storages.get_storage(storage)
     Path(storage).parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(storage)))
+
+
+def trial_environment(storage: str, study_name: str, trial: int, monitor: str, pruner: dict) -> str:
+    """The value of CLASSIC_CNNS_OPTUNA_TRIAL for one trial; `pruner` is the pruner's config."""
+    return json.dumps({"storage": storage, "study_name": study_name, "trial": trial, "monitor": monitor, "pruner": pruner})
+
+
+def callbacks_for_this_trial() -> list[L.Callback]:
+    """[ReportToTrial] in a job of an Optuna search (CLASSIC_CNNS_OPTUNA_TRIAL set), else []."""
+    text = os.environ.get(TRIAL_ENV)
+    if not text:
+        return []
+    spec = json.loads(text)
+    return [ReportToTrial(spec["storage"], spec["study_name"], int(spec["trial"]), str(spec["monitor"]), instantiate(spec["pruner"]))]
 
 
 class ReportToTrial(L.Callback):

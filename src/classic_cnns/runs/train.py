@@ -11,6 +11,7 @@ from classic_cnns.runs.callbacks import require_finite
 from classic_cnns.runs.checkpoint_loading import checkpoint_dirs
 from classic_cnns.runs.checkpoint_writing import AtomicCheckpointIO
 from classic_cnns.runs.config_checks import build_network, validate
+from classic_cnns.runs.optuna_trial import callbacks_for_this_trial
 from classic_cnns.runs.resume import FitClock
 
 
@@ -34,7 +35,7 @@ def train(cfg: DictConfig) -> float | list[float] | None:
         compile_options=OmegaConf.to_container(cfg.compile_options),
         seed=seed,
     )
-    loggers, callbacks = job.instantiate_all(cfg.get("logger")), job.instantiate_all(cfg.get("callbacks"))
+    loggers, callbacks = job.instantiate_all(cfg.get("logger")), job.instantiate_all(cfg.get("callbacks")) + callbacks_for_this_trial()
     fit_clock = FitClock()  # fit_seconds over all segments of a resumed run
     plugins = [AtomicCheckpointIO(checkpoint_dirs(cfg))]  # atomic writes; checked loads; deletes only in the run's checkpoint dir
     with devices.trainer(cfg, logger=loggers or False, callbacks=[*callbacks, fit_clock], plugins=plugins) as trainer:

@@ -6,27 +6,37 @@ this one speaks its configuration language and runs on current Optuna:
 - Search space in hydra-optuna-sweeper's syntax, parsed by Hydra's override grammar, in
   `hydra.sweeper.params` or on the command line: `choice(a, b)` or `a,b` (categorical),
   `range(a, b[, step])` (Hydra's range: b excluded), `interval(a, b)` (float),
-  `int(interval(a, b))`, `tag(log, interval(a, b))`; a plain value is fixed.
-- `hydra.sweeper.n_jobs` trials (default: as many as the launcher runs at once) are asked
-  for, launched as one batch through the configured launcher, and told to the study.
-- Sampler (`hydra/sweeper/sampler=tpe|random|cmaes|grid|nsgaii`) seeded from `seed` and the
-  number of trials already in the study, so a search repeats and a resumed one goes on
-  instead of repeating its first trials; `direction: [maximize, minimize]` with
-  `optimized_metric: [val/acc, fit_seconds]` is a multi-objective search (the Pareto front
-  goes to optimization_results.yaml).
+  `int(interval(a, b))`, `tag(log, interval(a, b))`; a plain value is fixed. What Optuna cannot
+  represent (log with a step or from 0, an unknown tag) is one line naming the key, before the
+  first trial.
+- Trials run asynchronously, `hydra.sweeper.n_jobs` at once (default: the launcher's own
+  parallelism; 4 on SLURM, not submitit's 256): a new trial is asked for as soon as one ends,
+  and each trial is told to the study when it ends (see `OptunaSweeper.run_trials` for why it
+  is built this way).
+- Sampler (`hydra/sweeper/sampler=tpe|random|cmaes|grid|nsgaii`) seeded afresh for every trial
+  from `seed` and the trial's number (`SeededPerTrial`): a search repeats, a resumed one goes
+  on instead of repeating its first trials, and workers sharing one study never draw alike.
+  `direction: [maximize, minimize]` with `optimized_metric: [val/acc, fit_seconds]` is a
+  multi-objective search (the Pareto front goes to optimization_results.yaml).
 - Pruning (`hydra/sweeper/pruner=none|median|hyperband`): each job reports its metric per
-  epoch (classic_cnns.runs.optuna_trial.ReportToTrial) and stops early when pruned; the trial is PRUNED,
-  not a failure.
+  epoch (classic_cnns.runs.optuna_trial.ReportToTrial) and stops early when pruned; the trial is
+  PRUNED, not a failure. The job learns its trial from the environment (hydra.job.env_set), so
+  its overrides, launch line and config are the trial's parameters only.
 - The study lives in `storage` (default: the journal file `optuna.journal` in the sweep dir;
   any Optuna storage URL, e.g. PostgreSQL for searches over several machines). The same
   command with the same `hydra.sweep.dir` resumes a killed search: trials it left RUNNING
-  run again with their parameters, and `n_trials` counts finished trials.
+  run again with their parameters, and `n_trials` counts finished trials. sweep_summary.json
+  lists every trial of the study with its state.
 """
 
+import contextlib
 import logging
 import math
 import re
+import shlex
+import warnings
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +58,27 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.trial import TrialState
+from rich.table import Table
 
 from classic_cnns.runs.config_checks import ConfigError
-from classic_cnns.runs.optuna_trial import PRUNED_AFTER_EPOCH, open_storage
+from classic_cnns.runs.console import print_wide, shown_path
+from classic_cnns.runs.optuna_trial import PRUNED_AFTER_EPOCH, TRIAL_ENV, open_storage, trial_environment
 
 from .checked_sweeper import CheckedSweeper, job_error
+from .per_trial_seed import SeededPerTrial
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+STATUS = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}  # as sweep_summary.json says
+SLURM_TRIALS_AT_ONCE = 4  # the default on SLURM; hydra.sweeper.n_jobs sets more
+BLIND_RATIO = 4  # more than n_trials / 4 trials at once: a warning that the sampler is nearly blind
+# Hydra's launchers log each launch ("Launching jobs", "#0 : <every override>"); launched one trial
+# at a time that is a misnumbered line full of plumbing, so the sweeper logs its own per trial.
+LAUNCHER_LOGGERS = (
+    "hydra._internal.core_plugins.basic_launcher",
+    "hydra_plugins.hydra_joblib_launcher._core",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher",
+)
 SYNTAX = "choice(a, b), a,b, range(a, b[, step]), interval(a, b), int(interval(a, b)) or tag(log, interval(a, b))"
 
 
@@ -69,34 +92,52 @@ def check_not_old_syntax(line: str) -> None:
 
 
 def distribution(override: Override) -> BaseDistribution | None:
-    """The Optuna distribution of one search-space override; None for a fixed value."""
+    """The Optuna distribution of one search-space override; None for a fixed value. What Optuna
+    cannot represent (a log scale with a step, or from 0; a tag other than log) is an error
+    naming the key, not a silently different search; so is Hydra's or Optuna's own complaint."""
+    try:
+        return _distribution(override)
+    except ValueError as error:
+        raise ConfigError(f"{override.input_line}: {error}") from None
+
+
+def _distribution(override: Override) -> BaseDistribution | None:
     text = override.input_line
     check_not_old_syntax(text)
     if not override.is_sweep_override():
         return None
     value = override.value()
+    tags = set(getattr(value, "tags", ()))
+    if unknown := sorted(tags - {"log"}):
+        raise ConfigError(f"{text}: unknown tag {', '.join(unknown)}; the only tag an Optuna search takes is log, as in tag(log, interval(a, b))")
+    log_scale = "log" in tags
     if isinstance(value, ChoiceSweep):
+        if log_scale:
+            raise ConfigError(f"{text}: a choice has no scale; tag(log, ...) takes interval(a, b) or int(interval(a, b))")
         choices = list(override.sweep_iterator())
         if not all(c is None or isinstance(c, (str, int, float, bool)) for c in choices):
             raise ConfigError(f"{text}: choices must be numbers, strings, booleans or null")
         return CategoricalDistribution(choices)
-    log_scale = "log" in getattr(value, "tags", ())
     if isinstance(value, RangeSweep):
         values = list(override.sweep_iterator())
         if not values:
             raise ConfigError(f"{text}: the range is empty (Hydra's range excludes its end)")
-        step = value.step
-        if all(isinstance(v, int) for v in (value.start, value.stop, step)):
-            return IntDistribution(values[0], values[-1], step=1 if log_scale else step, log=log_scale and step == 1)
-        if log_scale:
-            raise ConfigError(f"{text}: a log scale takes interval(a, b), not a float range")
-        return FloatDistribution(values[0], values[-1], step=step)
+        low, high = values[0], values[-1]
+        if not all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
+            if log_scale:
+                raise ConfigError(f"{text}: a log scale takes interval(a, b), not a float range")
+            return FloatDistribution(low, high, step=value.step)
+        if log_scale and value.step != 1:
+            raise ConfigError(f"{text}: Optuna's log scale takes no step; write tag(log, int(interval({low}, {high}))) "
+                              f"for a log scale, or range({value.start}, {value.stop}, step={value.step}) without log")  # fmt: skip
+        return IntDistribution(low, high, step=value.step, log=log_scale)
     if isinstance(value, IntervalSweep):
         if value.start >= value.end:
             raise ConfigError(f"{text}: interval(a, b) needs a < b")
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log_scale)
-        return FloatDistribution(value.start, value.end, log=log_scale)
+        if log_scale and value.start <= 0:
+            raise ConfigError(f"{text}: a log scale needs a lower bound above 0 (log of {value.start} is undefined), e.g. interval(1e-5, {value.end})")
+        kind = IntDistribution if isinstance(value.start, int) and isinstance(value.end, int) else FloatDistribution
+        return kind(value.start, value.end, log=log_scale)
     raise ConfigError(f"{text}: not a search space an Optuna search can take; write {SYNTAX}")
 
 
@@ -132,9 +173,12 @@ def override_value(value: Any) -> str:
 
 
 def launcher_parallelism(launcher: DictConfig) -> int:
-    """How many jobs the configured launcher runs at once: joblib's n_jobs (-1: every core),
-    submitit's array_parallelism, 1 for Hydra's basic launcher."""
-    n_jobs = launcher.get("n_jobs", launcher.get("array_parallelism", 1))
+    """How many trials run at once by default: joblib's n_jobs (-1: every core), on SLURM
+    submitit's array_parallelism but at most SLURM_TRIALS_AT_ONCE (submitit's default, 256,
+    would draw a whole search blind), 1 for Hydra's basic launcher."""
+    if "array_parallelism" in launcher:
+        return max(1, min(int(launcher.array_parallelism), SLURM_TRIALS_AT_ONCE))
+    n_jobs = launcher.get("n_jobs", 1)
     if n_jobs is None or n_jobs < 1:
         import joblib
 
@@ -142,9 +186,29 @@ def launcher_parallelism(launcher: DictConfig) -> int:
     return int(n_jobs)
 
 
+@contextlib.contextmanager
+def launch_lines_off():
+    """Hydra's launchers log nothing but their launch lines at INFO: drop those while trials run."""
+    quiet = logging.Filter("no launch lines")
+    quiet.filter = lambda record: record.levelno > logging.INFO
+    loggers = [logging.getLogger(name) for name in LAUNCHER_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
+
+
+def shown(value: Any) -> str:
+    """A parameter as a trial line shows it: floats to 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 class GridSampler(optuna.samplers.GridSampler):
     """Optuna's grid sampler for ask-and-tell: the base class calls `study.stop()` once the
-    grid is done, which works only inside `study.optimize`; the sweeper checks `is_exhausted`."""
+    grid is done, which works only inside `study.optimize`; the sweeper counts the grid itself."""
 
     def after_trial(self, study, trial, state, values) -> None:
         pass
@@ -179,81 +243,127 @@ class OptunaSweeper(CheckedSweeper):
         space, fixed = search_space(self.parse(arguments))
         if not space:
             raise ConfigError(f"an Optuna search needs a search space in hydra.sweeper.params: {SYNTAX}")
-        multi = len(self.directions) > 1
         metric = self.config.get("optimized_metric")
-        if multi and (not isinstance(metric, ListConfig) or len(metric) != len(self.directions)):
+        metrics = [str(m) for m in metric] if isinstance(metric, ListConfig) else [str(metric)]
+        if len(metrics) != len(self.directions):
             raise ConfigError(f"hydra.sweeper.direction={list(self.directions)} needs optimized_metric to list "
                               f"as many metrics, e.g. [val/acc, fit_seconds] (got {metric})")  # fmt: skip
         pruner = instantiate(self.pruner_cfg)
-        if multi and not isinstance(pruner, optuna.pruners.NopPruner):
+        if len(metrics) > 1 and not isinstance(pruner, optuna.pruners.NopPruner):
             raise ConfigError("Optuna prunes single-objective searches only: use hydra/sweeper/pruner=none")
+        grid = self._grid(space) if self._sampler_name().endswith("GridSampler") else None
         sweep_dir = self.make_sweep_dir().resolve()
         storage_url = str(self.storage or sweep_dir / "optuna.journal")
         storage = open_storage(storage_url)
         study = optuna.create_study(storage=storage, study_name=self.study_name, directions=self.directions, load_if_exists=True)
+        with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning, action="ignore"):
+            study.set_metric_names(metrics)  # optuna-dashboard labels the objective val/acc, not "Objective 0"
         self._rerun_killed_trials(study, sweep_dir)
-        sampler_args = {"search_space": self._grid(space)} if self.sampler_cfg.get("_target_", "").endswith("GridSampler") else {}
-        sampler = instantiate(self.sampler_cfg, seed=self.seed + len(study.trials), **sampler_args)
+        sampler = SeededPerTrial(lambda seed: instantiate(self.sampler_cfg, seed=seed, **({"search_space": grid} if grid else {})), self.seed)
         study = optuna.load_study(study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner)
-        n_jobs = self.n_jobs or launcher_parallelism(self.config.hydra.launcher)
+        wanted = min(self.n_trials, math.prod(len(values) for values in grid.values())) if grid else self.n_trials
+        slots = self.n_jobs or launcher_parallelism(self.config.hydra.launcher)
+        self._warn_if_blind(slots, wanted)
         if self._finished(study):
-            log.info("study %r in %s: %d of %d trials finished", self.study_name, storage_url, self._finished(study), self.n_trials)
+            log.info("study %r in %s: %d of %d trials finished", self.study_name, storage_url, self._finished(study), wanted)
 
-        results, entries = [], []
-        while (left := self.n_trials - self._finished(study)) > 0:
-            if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
-                break
-            trials = [study.ask(space) for _ in range(min(n_jobs, left))]
-            batch = []
-            for trial in trials:
-                trial.set_user_attr("sweep_dir", str(sweep_dir))
-                report = None if multi else self._report_override(storage_url, trial.number, str(metric))
-                batch.append([*fixed, *(f"{k}={override_value(v)}" for k, v in trial.params.items()), *filter(None, [report])])
-            try:
-                self.validate_batch_is_legal(batch, first_job=trials[0].number)
-            except ConfigError:  # a bad value: the trials fail, the search stops with one line
-                for trial in trials:
-                    study.tell(trial, state=TrialState.FAIL)
-                raise
-            returns = self.launcher.launch(batch, initial_job_idx=trials[0].number)
-            pruned = {t.number for t in study.get_trials(deepcopy=False) if PRUNED_AFTER_EPOCH in t.user_attrs}
-            for trial, result in zip(trials, returns):  # told as the batch comes back
-                entries.append(self._tell(study, trial, trial.number in pruned, result))
-            results.extend(returns)
+        entries = self.run_trials(study, space, fixed, slots, wanted, sweep_dir, storage_url, metrics[0] if len(metrics) == 1 else None)
+        summary = self._summary(study, sweep_dir, entries)
+        self._write_results(study, sweep_dir, storage_url, summary)
+        self.finish([], summary)
+        return [[entry["job_return"] for entry in entries.values()]]
 
-        self._write_results(study, sweep_dir, storage_url)
-        self.finish(results, entries)
-        return [results]
+    def run_trials(self, study, space, fixed, slots, wanted, sweep_dir, storage_url, metric) -> dict[int, dict]:
+        """Run trials until `wanted` have finished, `slots` at once: a trial is asked for as soon
+        as a slot is free and told to the study as soon as its job ends.
 
-    def _report_override(self, storage: str, number: int, metric: str) -> str:
-        """The callback that reports this trial's metric per epoch and lets the pruner stop it."""
-        callback = {
-            "_target_": "classic_cnns.runs.optuna_trial.ReportToTrial",
-            "storage": storage,
-            "study_name": self.study_name,
-            "trial": number,
-            "monitor": metric,
-            "pruner": OmegaConf.to_container(self.pruner_cfg),
-        }
-        return f"+callbacks.optuna_trial={override_value(callback)}"
+        Why this design: Optuna's own distributed pattern is N independent workers, each looping
+        ask -> run -> tell on a shared storage; Ray Tune keeps every slot of a cluster busy from
+        one driver that starts a trial whenever one ends; hydra-optuna-sweeper asks `n_jobs`
+        trials, launches them as one batch and tells them when the slowest returns, so a slot
+        freed by a pruned trial idles and every trial of a batch looks as long as the slowest.
+        Workers that each run many trials would put many trials in one Hydra job (one run dir,
+        one config); Ray's driver needs Ray's runtime. So this is the driver shape built on
+        Hydra's launcher API: each trial is one `launcher.launch([its overrides])` numbered by the
+        trial, run from a pool of `slots` threads, so it keeps Hydra's job model (a run dir and
+        .hydra config per trial, its JobReturn in sweep_summary.json) on every launcher:
+        joblib's (`parallel`, `per_gpu`) share one pool of loky worker processes between the
+        threads, submitit's submits one job per trial. Only this thread asks and tells;
+        parallel workers on one study remain possible (several sweep dirs, one storage).
+        With one slot the trial runs in this thread (the basic launcher runs jobs in-process,
+        and signal handlers can only be set in the main thread)."""
+        entries: dict[int, dict] = {}
+        running: dict[Future, optuna.Trial] = {}
+        error = None
+        with launch_lines_off(), ThreadPoolExecutor(max_workers=slots, thread_name_prefix="trial") as pool:
+            while True:
+                while error is None and len(running) < slots and self._finished(study) + len(running) < wanted:
+                    trial = study.ask(space)
+                    trial.set_user_attr("sweep_dir", str(sweep_dir))
+                    overrides = [*fixed, *(f"{k}={override_value(v)}" for k, v in trial.params.items())]
+                    try:
+                        self.validate_batch_is_legal([overrides], first_job=trial.number)
+                    except ConfigError as bad_value:  # the trial fails, the search stops with one line
+                        study.tell(trial, state=TrialState.FAIL)
+                        error = bad_value
+                        break
+                    log.info("trial %d: %s", trial.number, " ".join(f"{k}={shown(v)}" for k, v in trial.params.items()))
+                    if metric is not None:
+                        overrides.append(self._trial_environment(storage_url, trial.number, metric))
+                    if slots == 1:
+                        done = Future()
+                        done.set_result(self.launcher.launch([overrides], initial_job_idx=trial.number))
+                    else:
+                        done = pool.submit(self.launcher.launch, [overrides], initial_job_idx=trial.number)
+                    running[done] = trial
+                if not running:
+                    break
+                for done in wait(running, return_when=FIRST_COMPLETED).done:
+                    trial = running.pop(done)
+                    (result,) = done.result()
+                    entries[trial.number] = self._tell(study, trial, result)
+                    log.info("trial %d %s", trial.number, entries[trial.number]["status"])
+        if error is not None:
+            raise error
+        return entries
 
-    def _tell(self, study: optuna.Study, trial: optuna.Trial, pruned: bool, result: JobReturn) -> dict:
+    def _trial_environment(self, storage: str, number: int, metric: str) -> str:
+        """The override that names the job's trial (storage, study, number, metric, pruner) in its
+        environment, where ReportToTrial finds it; Hydra's launch lines and the job's task
+        overrides leave hydra.* out, so the trial shows only its own parameters."""
+        spec = trial_environment(storage, self.study_name, number, metric, OmegaConf.to_container(self.pruner_cfg))
+        return f"++hydra.job.env_set.{TRIAL_ENV}={override_value(spec)}"
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> dict:
         error = job_error(result)
-        if error is None and pruned:  # the job stopped early
+        entry = {"trial": trial.number, "job_return": result}
+        reported = study.get_trials(deepcopy=False)[trial.number].user_attrs  # a trial's number is its index
+        if error is None and PRUNED_AFTER_EPOCH in reported:  # the job stopped early
             study.tell(trial, state=TrialState.PRUNED)
-            return self.job_entry(result) | {"status": "pruned", "trial": trial.number}
+            return entry | self.job_entry(result) | {"status": "pruned"}
         values = None if error else result.return_value
         values = list(values) if isinstance(values, (list, tuple, ListConfig)) else [values]
         if error is None and (len(values) != len(self.directions) or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)):
             error = ValueError(f"the job returned {values}, not {len(self.directions)} finite metric value(s)")
         study.tell(trial, state=TrialState.FAIL) if error else study.tell(trial, values)
-        return self.job_entry(result, error) | {"trial": trial.number}
+        return entry | self.job_entry(result, error)
 
     def _finished(self, study: optuna.Study) -> int:
         """Finished trials, less the ones a killed search left that ran again."""
         trials = study.get_trials(deepcopy=False)
         rerun = {t.user_attrs["rerun_of"] for t in trials if "rerun_of" in t.user_attrs}
         return sum(t.state in FINISHED and t.number not in rerun for t in trials)
+
+    def _sampler_name(self) -> str:
+        return str(self.sampler_cfg.get("_target_", ""))
+
+    def _warn_if_blind(self, slots: int, wanted: int) -> None:
+        """Each trial is drawn knowing only the trials finished before it: with many at once
+        against few trials, a model-based sampler (TPE, CMA-ES, NSGA-II) samples nearly at random."""
+        if slots > 1 and slots * BLIND_RATIO > wanted and not self._sampler_name().endswith(("RandomSampler", "GridSampler")):
+            log.warning("%d trials at once for %d trials: most trials are drawn before the ones before them finish, so the "
+                        "sampler works nearly at random; set hydra.sweeper.n_jobs to at most %d or raise hydra.sweeper.n_trials",
+                        slots, wanted, max(1, wanted // BLIND_RATIO))  # fmt: skip
 
     @staticmethod
     def _rerun_killed_trials(study: optuna.Study, sweep_dir: Path) -> None:
@@ -278,15 +388,58 @@ class OptunaSweeper(CheckedSweeper):
                 raise ConfigError(f"{key}: the grid sampler takes choice(...), lists and int range(...), not intervals")
         return grid
 
-    def _write_results(self, study: optuna.Study, sweep_dir: Path, storage_url: str) -> None:
-        counts = {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in FINISHED}
-        if not counts["COMPLETE"]:
-            return
-        if len(self.directions) == 1:
+    @staticmethod
+    def _summary(study: optuna.Study, sweep_dir: Path, entries: dict[int, dict]) -> list[dict]:
+        """sweep_summary.json: every trial of the study (also those of earlier, killed runs and
+        of other workers) with its state; a trial killed with its search and run again is `rerun`."""
+        trials = study.get_trials(deepcopy=False)
+        rerun_as = {t.user_attrs["rerun_of"]: t.number for t in trials if "rerun_of" in t.user_attrs}
+        summary = []
+        for trial in trials:
+            entry = {k: v for k, v in entries.get(trial.number, {}).items() if k != "job_return"}
+            if not entry:
+                job_dir = Path(trial.user_attrs.get("sweep_dir", sweep_dir)) / str(trial.number)
+                status = STATUS.get(trial.state, trial.state.name.lower())
+                entry = {"job": trial.number, "trial": trial.number, "overrides": [f"{k}={override_value(v)}" for k, v in trial.params.items()],
+                         "dir": str(job_dir), "status": status}  # fmt: skip
+                if status == "completed":
+                    entry["result"] = trial.values[0] if len(trial.values) == 1 else trial.values
+                elif status == "failed":
+                    entry["error"] = f"failed in an earlier run (its traceback: {job_dir / 'error.txt'})"
+            entry["state"] = trial.state.name
+            if trial.number in rerun_as:
+                entry |= {"status": "rerun", "rerun_as": rerun_as[trial.number]}
+            summary.append(entry)
+        return summary
+
+    def _write_results(self, study: optuna.Study, sweep_dir: Path, storage_url: str, summary: list[dict]) -> None:
+        """optimization_results.yaml, and the same as a short table on the console."""
+        counts = {status: sum(e["status"] == status for e in summary) for status in ("completed", "pruned", "failed", "rerun")}
+        counts |= {s: n for s in {e["status"] for e in summary} - counts.keys() if (n := sum(e["status"] == s for e in summary))}
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
+            best = {}
+        elif len(self.directions) == 1:
             best = {"best_value": study.best_value, "best_params": study.best_params, "best_trial": study.best_trial.number}
         else:
             front = [{"trial": t.number, "values": t.values, "params": t.params} for t in study.best_trials]
             best = {"directions": self.directions, "pareto_front": front}
         results = best | {"trials": counts, "storage": storage_url, "study_name": self.study_name}
         (sweep_dir / "optimization_results.yaml").write_text(yaml.safe_dump(results, sort_keys=False))
-        log.info("search done: %s", best)
+        print_wide(self._results_table(study, counts, storage_url))
+
+    def _results_table(self, study: optuna.Study, counts: dict[str, int], storage_url: str) -> Table:
+        table = Table(title=f"Optuna study {self.study_name!r}", show_header=False, box=None, title_justify="left")
+        table.add_row("trials", ", ".join(f"{n} {status}" for status, n in counts.items()))
+        names = study.metric_names or ["value"]
+        if len(self.directions) == 1 and study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            table.add_row(f"best {names[0]}", f"{study.best_value:.4g} (trial {study.best_trial.number})")
+            for key, value in study.best_params.items():
+                table.add_row(f"  {key}", f"{value:.4g}" if isinstance(value, float) else str(value))
+        elif len(self.directions) > 1:
+            for trial in study.best_trials:
+                values = ", ".join(f"{name} {value:.4g}" for name, value in zip(names, trial.values))
+                table.add_row(f"Pareto trial {trial.number}", values)
+        dashboard = shown_path(storage_url) if "://" not in storage_url else storage_url
+        table.add_row("dashboard", f"optuna-dashboard {shlex.quote(dashboard)}")
+        return table
