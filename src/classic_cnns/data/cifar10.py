@@ -83,8 +83,11 @@ class BatchUnpickler(pickle.Unpickler):
         return _RECONSTRUCT(subtype, shape, dtype)
 
 
-def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One pickled CIFAR batch -> uint8 images (N, 3, 32, 32) and labels (N,)."""
+def read_batch(
+    path: Path, label_key: str = "labels", num_classes: int = 10, set_name: str = "CIFAR-10"
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled CIFAR batch -> uint8 images (N, 3, 32, 32) and the labels (N,) under
+    `label_key` (CIFAR-100: fine_labels or coarse_labels), each in 0 to num_classes - 1."""
     try:
         with open(path, "rb") as file:
             # as torchvision: str keys for Python 2 pickles too
@@ -92,25 +95,25 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(batch["data"], np.ndarray) or batch["data"].dtype.kind not in "ui":
             raise TypeError(f"'data' is a {type(batch['data']).__name__}, not a numpy integer array")
         images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        labels = batch["labels"]
+        labels = batch[label_key]
         if not isinstance(labels, list) or len(labels) != len(images) or not all(type(label) is int for label in labels):
-            raise TypeError(f"'labels' is not a list of {len(images)} integers, one per image")
+            raise TypeError(f"'{label_key}' is not a list of {len(images)} integers, one per image")
         labels = np.asarray(labels, dtype=np.int64)
     except RefusedGlobal as error:
         raise ClassicCNNsError(
-            f"{path}: refused to unpickle the global {error}; a CIFAR-10 batch holds only dicts, lists, strings, "
-            "bytes and numpy integer arrays, and nothing in this file ran. It is not a CIFAR-10 batch (perhaps "
+            f"{path}: refused to unpickle the global {error}; a {set_name} batch holds only dicts, lists, strings, "
+            f"bytes and numpy integer arrays, and nothing in this file ran. It is not a {set_name} batch (perhaps "
             "one crafted to run code): delete it and download the set again"
         ) from None
     except Exception as error:
         raise ClassicCNNsError(
-            f"{path} is not a readable CIFAR-10 batch ({type(error).__name__}: {error}); "
+            f"{path} is not a readable {set_name} batch ({type(error).__name__}: {error}); "
             "delete it and download it again"
         ) from None
-    if len(labels) and not (0 <= labels.min() and labels.max() < 10):
+    if len(labels) and not (0 <= labels.min() and labels.max() < num_classes):
         raise ClassicCNNsError(
-            f"{path} holds labels outside 0-9 ({labels.min()} to {labels.max()}): CIFAR-10 has 10 classes; "
-            "delete it and download it again"
+            f"{path} holds labels outside 0-{num_classes - 1} ({labels.min()} to {labels.max()}): {set_name} has "
+            f"{num_classes} classes; delete it and download it again"
         )
     return images, labels
 
