@@ -1,7 +1,8 @@
 """Test a checkpoint: python scripts/evaluate.py ckpt_path=outputs/runs/.../checkpoints/last.ckpt
 
-Writes metrics.json, confusion_matrix.png and per_class.csv (default: evaluation/ beside the
-checkpoints folder) and prints the per-class table. Needs nothing but the checkpoint and the data.
+Writes metrics.json, confusion_matrix.png and per_class.csv (default: NAME_evaluation/ beside
+the checkpoint NAME.ckpt; out=DIR for another place) and prints the per-class table. Needs
+nothing but the checkpoint and the data.
 """
 
 import sys
@@ -18,7 +19,7 @@ from classic_cnns.tools.inference import evaluate
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
-        metrics = evaluate(cfg.ckpt_path, cfg.output_dir, cfg.data.data_dir)
+        metrics = evaluate(cfg.ckpt_path, cfg.out, cfg.data.data_dir)
     table = Table(title=f"test accuracy {metrics['test/acc']:.4f}, loss {metrics['test/loss']:.4f}")
     for column in ("class", "images", "correct", "accuracy"):
         table.add_column(column, justify="left" if column == "class" else "right")

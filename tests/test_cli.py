@@ -23,7 +23,7 @@ def run_cli(*args: str, data_dir, cwd) -> subprocess.CompletedProcess:
 
 
 def test_multirun_gives_each_job_its_own_dir_and_tensorboard_run(data_dir, tmp_path):
-    result = run_cli("-m", "pooling=max,avg", *FAST, data_dir=data_dir, cwd=tmp_path)
+    result = run_cli("-m", "pooling=max,avg", *FAST, "trainer.log_every_n_steps=50", data_dir=data_dir, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
@@ -36,9 +36,17 @@ def test_multirun_gives_each_job_its_own_dir_and_tensorboard_run(data_dir, tmp_p
         assert [h.name for h in experiment.hparam_infos if h.differs] == ["choices/pooling"]  # TensorBoard shows it first
     assert result.stdout.rstrip().splitlines()[-3:] == [
         f"2 finished, 0 failed (every job's status: {sweep.relative_to(tmp_path)}/sweep_summary.json)",
-        f"report       python {os.path.relpath(ROOT / 'scripts' / 'report.py', tmp_path)} {sweep.relative_to(tmp_path)}",
+        f"report       python {ROOT / 'scripts' / 'report.py'} {sweep.relative_to(tmp_path)}",  # run from elsewhere: no ../../
         f"TensorBoard  tensorboard --logdir {sweep.relative_to(tmp_path)}",
     ]
+    # the config once, then one line per job (after Hydra's launch line), no layer tables
+    assert result.stdout.count("train config") == 1 and "pooling: max,avg" in result.stdout and "features.0" not in result.stdout
+    job_lines = [line for line in result.stdout.splitlines() if line.startswith("job ")]
+    assert [line.split(": done in")[0] for line in job_lines] == ["job 0 pooling=max", "job 1 pooling=avg"]
+    output = result.stdout + result.stderr
+    for chatter in ("GPU available", "TPU available", "Loading `train_dataloader`", "`Trainer.fit` stopped", "Restoring states", "Loaded model weights", "logging interval"):
+        assert chatter not in output, chatter
+    assert "Restoring states from the checkpoint" in (jobs[0] / "train.log").read_text()  # kept in the job's log
 
 
 def test_missing_data_is_one_clear_message_not_a_traceback(tmp_path):
@@ -47,6 +55,30 @@ def test_missing_data_is_one_clear_message_not_a_traceback(tmp_path):
     assert result.returncode == 1
     assert "MNIST was not found in" in output and "train-images-idx3-ubyte" in output
     assert "Traceback" not in output
+    assert not (tmp_path / "outputs").exists()  # no run dir of a run that never started
+
+
+def test_a_failed_download_leaves_no_lock_and_no_data_dir(tmp_path, monkeypatch):
+    from classic_cnns.data import DatasetNotFoundError, MNISTDataModule
+
+    def offline(self, root):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(MNISTDataModule, "download_files", offline)
+    for data_dir in (tmp_path / "new", tmp_path):  # a data dir it made, one that was there
+        with pytest.raises(DatasetNotFoundError, match="the download failed"):
+            MNISTDataModule(data_dir=str(data_dir)).prepare_data()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mistyped_key_gets_a_did_you_mean_and_help_is_short(tmp_path):
+    result = run_cli("trainer.max_epoch=3", "polling=max", data_dir=tmp_path, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "did you mean trainer.max_epochs?" in result.stderr and "did you mean pooling?" in result.stderr
+    assert not (tmp_path / "outputs").exists()
+    help_text = run_cli("--help", data_dir=tmp_path, cwd=tmp_path).stdout
+    assert "pooling: avg, lp, max, min, subsampling" in help_text and "--cfg job" in help_text
+    assert len(help_text.splitlines()) < 40 and "_target_" not in help_text  # the groups, not the whole config
 
 
 def test_runs_started_together_never_share_a_dir(data_dir, tmp_path):

@@ -122,3 +122,68 @@ def test_wide_tables_print_whole_into_a_pipe():
     assert "…" not in out.getvalue() and "LocalResponseNorm" in out.getvalue() and "113,533,056" in out.getvalue()
     assert "+8 (4+4)" in out.getvalue() and "235 = N+P" in out.getvalue()  # a padding row says what its P and O are
     assert PADDING_NOTE in to_markdown(rows)
+
+
+def test_config_tree_prints_bracketed_values_as_given(make_cfg):
+    from classic_cnns.runs.console import config_tree
+
+    cfg = make_cfg("tags=[a,b]", "logger=[tensorboard,csv]", "optimized_metric=[val/acc,fit_seconds]")
+    out = StringIO()
+    Console(file=out, width=200).print(config_tree(cfg))
+    text = out.getvalue()
+    for given in ("tags=[a,b]", "logger=[tensorboard,csv]", "optimized_metric=[val/acc,fit_seconds]", "tags: ['a', 'b']"):
+        assert given in text, given  # not read as markup and dropped
+
+
+def test_lightning_chatter_leaves_the_console_but_not_the_log(tmp_path):
+    import logging
+
+    from classic_cnns.runs.console import route_lightning_logs
+
+    root, lightning = logging.getLogger(), logging.getLogger("lightning.pytorch")
+    console, log_file = StringIO(), logging.FileHandler(tmp_path / "train.log")
+    lightning.addHandler(terminal := logging.StreamHandler(console))
+    root.addHandler(log_file)
+    try:
+        route_lightning_logs()
+        chatter = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+        chatter.info("GPU available: False, used: False")
+        chatter.info("Restoring states from the checkpoint path at /x/epoch_000.ckpt")
+        chatter.info("Seed set to 3")
+        chatter.warning("GPU available: a warning is never chatter")
+        root.setLevel(logging.DEBUG)  # hydra.verbose=true
+        chatter.info("Loaded model weights from the checkpoint at /x/epoch_000.ckpt")
+    finally:
+        root.setLevel(logging.WARNING)
+        lightning.removeHandler(terminal)
+        root.removeHandler(log_file)
+        route_lightning_logs()  # forget the test's log file
+        log_file.close()
+    assert console.getvalue().splitlines() == [
+        "Seed set to 3", "GPU available: a warning is never chatter", "Loaded model weights from the checkpoint at /x/epoch_000.ckpt",
+    ]  # fmt: skip
+    assert (tmp_path / "train.log").read_text().count("\n") == 5  # every line in the run's log
+
+
+def test_overfit_shows_the_training_loss_falling_and_tensorboard_counts_epochs(make_cfg, tmp_path, capsys):
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    train(make_cfg("debug=overfit", "trainer.max_epochs=3"))
+    out = capsys.readouterr().out
+    assert "train/loss: " in out  # in the progress bar
+    end = out[out.index("done in"):].splitlines()[0]
+    first, last = (float(x) for x in end.split("train/loss ")[1].split(":")[0].split(" -> "))
+    assert last < first and json.loads((tmp_path / "run" / "metrics.json").read_text())["train/loss"] == pytest.approx(last, abs=1e-4)
+
+    events = EventAccumulator(str(tensorboard_run(tmp_path / "run")), size_guidance={"images": 0}).Reload()
+    assert "epoch" not in events.Tags()["scalars"]  # no card of Lightning's own before the metrics
+    for tag in ("train/loss", "val/acc"):
+        assert [e.step for e in events.Scalars(tag)] == [1, 2, 3], tag  # x = epoch
+    (matrix,) = events.Images("val/confusion_matrix")  # at the end of the fit
+    assert matrix.step == 3 and matrix.width <= 400 and matrix.height <= 400  # shown unscaled on a card
+
+    plugin = events.PluginTagToContent("hparams")
+    session = HParamsPluginData.FromString(plugin["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["seed"].string_value == "0" and session.hparams["config/trainer/max_epochs"].string_value == "3"
+    experiment = HParamsPluginData.FromString(plugin["_hparams_/experiment"]).experiment
+    assert [m.name.tag for m in experiment.metric_infos][:2] == ["hp/val_acc", "hp/test_acc"]

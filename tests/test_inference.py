@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -40,6 +41,26 @@ def test_evaluate_from_the_checkpoint_alone_reproduces_the_test_metrics(trained,
         (r["class"], int(r["images"]), int(r["correct"])) for r in rows
     ]
     assert sum(r["correct"] for r in result["per_class"]) == round(result["test/acc"] * 100)
+
+
+def test_evaluate_command_is_quiet_and_writes_beside_the_checkpoint(trained, tmp_path, data_dir):
+    _, metrics = trained
+    (tmp_path / "x").mkdir()
+    checkpoint = tmp_path / "x" / "model.ckpt"  # copied out of its run
+    checkpoint.write_bytes(Path(metrics["best_checkpoint"]).read_bytes())
+    fake_slurm = tmp_path / "bin"  # Lightning hints at srun wherever SLURM is installed
+    fake_slurm.mkdir()
+    (fake_slurm / "srun").write_text("#!/bin/sh\n")
+    (fake_slurm / "srun").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_slurm}{os.pathsep}{os.environ['PATH']}", "CLASSIC_CNNS_DATA_DIR": str(data_dir)}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), "ckpt_path=x/model.ckpt"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == ""  # no srun hint, no deprecation from Lightning's code, no "GPU available"
+    assert result.stdout.rstrip().endswith(f"written to {tmp_path / 'x' / 'model_evaluation'}")
+    assert json.loads((tmp_path / "x" / "model_evaluation" / "metrics.json").read_text())["images"] == 100
 
 
 def make_inputs(folder):

@@ -19,6 +19,12 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 STAGES = ("train", "val", "test")
 
 
+def epochs_done(trainer: L.Trainer) -> int:
+    """The epochs trained when a metric is logged, the x of TensorBoard's charts: during the fit
+    the epoch being finished counts (1 for the first); afterwards, all of them."""
+    return trainer.current_epoch + (trainer.state.fn == "fit")
+
+
 class ImageClassifier(L.LightningModule):
     """Cross-entropy training of `net`; logs loss and accuracy per epoch for train/val/test.
 
@@ -99,11 +105,16 @@ class ImageClassifier(L.LightningModule):
         checkpoint (trainer.validate) goes to metrics.json and the hparams, not the curves."""
         if not self.metrics[f"{stage}_acc"].update_called:
             return
-        options = dict(prog_bar=stage != "train", logger=self.trainer.state.fn != "validate")
+        logged = self.trainer.state.fn != "validate"
         for name in ("loss", "acc"):
             metric = self.metrics[f"{stage}_{name}"]
-            self.log(f"{stage}/{name}", metric.compute(), **options)
+            # the bar shows the training loss (what debug=overfit watches fall) and the val metrics
+            shown = stage != "train" or name == "loss"
+            self.log(f"{stage}/{name}", metric.compute(), prog_bar=shown, logger=logged)
             metric.reset()
+        # Lightning takes a logged "step" as the x of the charts: epochs, not optimizer steps
+        # (and then adds no `epoch` chart of its own).
+        self.log("step", float(epochs_done(self.trainer)), logger=logged)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

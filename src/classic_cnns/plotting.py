@@ -33,18 +33,25 @@ def save(figure: Figure, path: Path, dpi: int = 100) -> Path:
     return path
 
 
+CARD_INCHES = (4.0, 4.0)  # 400 x 400 pixels: TensorBoard's image cards show it without shrinking
+CARD_FONT = 8  # points: 11 pixels at 100 dpi
+
+
 def confusion_figure(matrix: torch.Tensor, class_names: Sequence[str], title: str = "confusion matrix") -> Figure:
-    """Confusion matrix (rows: true class, columns: predicted), counts in the cells."""
+    """Confusion matrix (rows: true class, columns: predicted), counts in the cells. Sized for a
+    TensorBoard image card (CARD_INCHES at 100 dpi: shown unscaled, its numbers readable)."""
     matrix = matrix.cpu()
-    figure, ax = plt.subplots(figsize=(6, 5.5))
+    figure, ax = plt.subplots(figsize=CARD_INCHES)
     ax.imshow(matrix.numpy(), cmap="Blues")
     ticks = range(len(class_names))
-    ax.set_xticks(ticks, class_names, rotation=60, ha="right")
-    ax.set_yticks(ticks, class_names)
-    ax.set(xlabel="predicted", ylabel="true", title=title)
+    ax.set_xticks(ticks, class_names, rotation=60, ha="right", fontsize=CARD_FONT)
+    ax.set_yticks(ticks, class_names, fontsize=CARD_FONT)
+    ax.set_xlabel("predicted", fontsize=CARD_FONT)
+    ax.set_ylabel("true", fontsize=CARD_FONT)
+    ax.set_title(title, fontsize=CARD_FONT + 1)
     for (i, j), count in zip(torch.cartesian_prod(torch.arange(len(matrix)), torch.arange(len(matrix))).tolist(), matrix.flatten().tolist()):
         if count:
-            ax.text(j, i, int(count), ha="center", va="center", fontsize=7, color="white" if count > matrix.max() / 2 else "black")
+            ax.text(j, i, int(count), ha="center", va="center", fontsize=CARD_FONT, color="white" if count > matrix.max() / 2 else "black")
     figure.tight_layout()
     return figure
 

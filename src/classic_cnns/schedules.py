@@ -1,9 +1,9 @@
 """Learning-rate schedules that stay sound at the edges (fits of a handful of steps)."""
 
-import warnings
-
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
+
+from classic_cnns import warn_user
 
 
 def one_cycle(optimizer: torch.optim.Optimizer, total_steps: int, max_lr: float, pct_start: float = 0.25, **options) -> LRScheduler:
@@ -15,10 +15,9 @@ def one_cycle(optimizer: torch.optim.Optimizer, total_steps: int, max_lr: float,
     fit of 1 or 2 steps, too short for a cycle, trains at a constant `max_lr`, with a warning.
     """
     if total_steps < 3:
-        warnings.warn(
+        warn_user(
             f"scheduler=onecycle needs at least 3 optimizer steps and this fit makes {total_steps}: "
-            f"training at the constant max_lr={max_lr:g} instead (scheduler=none avoids this warning)",
-            stacklevel=2,
+            f"training at the constant max_lr={max_lr:g} instead (scheduler=none avoids this warning)"
         )
         for group in optimizer.param_groups:
             group["lr"] = max_lr

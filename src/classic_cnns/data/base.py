@@ -133,9 +133,11 @@ class ImageDataModule(L.LightningDataModule):
             return
         reason = "data.download=false"
         if self.download:
+            made_data_dir = not self.data_dir.exists()
             self.data_dir.mkdir(parents=True, exist_ok=True)
+            lock = self.data_dir / f".{self.name}.lock"
             try:
-                with FileLock(self.data_dir / f".{self.name}.lock"):
+                with FileLock(lock):
                     if not self.missing_files():  # another job finished it while we waited
                         return
                     self._download_atomically()
@@ -145,6 +147,11 @@ class ImageDataModule(L.LightningDataModule):
             except Exception as error:  # offline, HTTP errors, bad archives: all end the same way
                 first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
                 reason = f"the download failed ({type(error).__name__}: {first_line})"
+            # A failed download leaves nothing behind: not its lock file, not a data dir it made.
+            # (A job still waiting on the lock goes on safely: downloads land in a scratch dir first.)
+            lock.unlink(missing_ok=True)
+            if made_data_dir and not any(self.data_dir.iterdir()):
+                self.data_dir.rmdir()
         raise DatasetNotFoundError(
             f"{self.name} was not found in {self.folder.resolve()} and {reason}. "
             f"Expected files there: {', '.join(self.files)}{self.files_hint}. "

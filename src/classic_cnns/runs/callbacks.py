@@ -66,3 +66,21 @@ def require_finite(metrics: dict) -> None:
             diverged_advice(f"the run diverged: {', '.join(f'{k}={v}' for k, v in bad.items())}")
             + "; no metrics.json is written"
         )
+
+
+class FirstTrainingLoss(L.Callback):
+    """The first epoch's training loss of this fit, for the closing line's "first -> last"
+    (the last is the trainer's `train/loss` when the fit ends)."""
+
+    def __init__(self) -> None:
+        self.value: float | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._note(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._note(trainer)
+
+    def _note(self, trainer) -> None:
+        if self.value is None and "train/loss" in trainer.callback_metrics:
+            self.value = float(trainer.callback_metrics["train/loss"])

@@ -6,7 +6,6 @@ dropped where it is emitted, by its logger or module; the project's own warnings
 """
 
 import logging
-import os
 import shlex
 import warnings
 from collections.abc import Mapping
@@ -14,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.tree import Tree
 
@@ -30,6 +31,42 @@ def _not_a_tip(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("💡 Tip")
 
 
+# What Lightning says at INFO on every run that the run's own lines already say, or that only
+# matters when something is wrong: kept in the run's log file and shown with hydra.verbose=true.
+LIGHTNING_CHATTER = (
+    "GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:",
+    "Loading `train_dataloader` to estimate", "`Trainer.fit` stopped:",
+    "Restoring states from the checkpoint", "Loaded model weights from the checkpoint",
+)  # fmt: skip
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+_run_log_files: list[logging.Handler] = []  # the run log files added to Lightning's loggers
+
+
+def _not_chatter(record: logging.LogRecord) -> bool:
+    if record.levelno > logging.INFO or not record.getMessage().startswith(LIGHTNING_CHATTER):
+        return True
+    return logging.getLogger().isEnabledFor(logging.DEBUG) or logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def route_lightning_logs() -> None:
+    """Lightning logs through handlers of its own (it was imported before Hydra set up logging),
+    so its lines never reached the run's log file (`train.log`): they go there now, all of them,
+    while its console leaves out the start-up and checkpoint-restore chatter unless the run is
+    verbose (`hydra.verbose=true`)."""
+    run_logs = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]  # Hydra's job log
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if handler in _run_log_files:  # a previous job's file (a sweep runs jobs in one process)
+                logger.removeHandler(handler)
+            elif not isinstance(handler, logging.FileHandler) and _not_chatter not in handler.filters:
+                handler.addFilter(_not_chatter)
+        if not logger.propagate:
+            for handler in run_logs:
+                logger.addHandler(handler)
+    _run_log_files[:] = run_logs
+
+
 def quiet_dependencies() -> None:
     """Lightning advertises its cloud products at INFO on every fit ("💡 Tip: ... litlogger"), and
     its `_pytree` helper trips torch's LeafSpec deprecation on every fit and test."""
@@ -39,6 +76,7 @@ def quiet_dependencies() -> None:
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*", module=r"lightning\.pytorch\.utilities\._pytree")
     # On a machine with SLURM installed, every run outside srun gets a hint to use srun.
     warnings.filterwarnings("ignore", message=r".*`srun` command is available.*", module=r"lightning\.fabric\.plugins\.environments\.slurm")
+    route_lightning_logs()
 
 
 def shown_path(path: str | Path) -> str:
@@ -60,7 +98,19 @@ def print_wide(renderable, console: Console | None = None) -> None:
 
 class ProgressBar(RichProgressBar):
     """Rich progress bar without Lightning's `v_num` (the logger's version: here the run name,
-    which the bar would cut to a meaningless tail)."""
+    which the bar would cut to a meaningless tail). In a multirun's jobs the bars vanish when
+    they end, leaving each job's one line; into a file or a pipe they are not drawn at all."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self.transient = in_multirun()
+        if self.transient and not Console().is_terminal:
+            self.disable()
+
+    def refresh(self, hard: bool = False) -> None:
+        if self.progress is not None and getattr(self, "transient", False):
+            self.progress.live.transient = True
+        super().refresh(hard)
 
     def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
@@ -68,31 +118,42 @@ class ProgressBar(RichProgressBar):
         return metrics
 
 
-def config_tree(cfg: DictConfig) -> Tree:
-    """The config groups' choices (overridden ones in bold) and every other overridden key."""
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+def config_tree(cfg: DictConfig, hydra: DictConfig | None = None) -> Tree:
+    """The config groups' choices (overridden ones in bold) and every other overridden key;
+    `hydra`: the hydra node (default: the running job's). Values are printed as given: escaped,
+    so that rich does not take `tags=[a,b]` for markup and drop it."""
+    if hydra is None and HydraConfig.initialized():
+        hydra = HydraConfig.get()
     overrides = list(hydra.overrides.task) if hydra else []
     choices = {g: str(o) for g, o in (hydra.runtime.choices.items() if hydra else ()) if not g.startswith(("hydra", "paths")) and o is not None}
     choices = dict(sorted(choices.items(), key=lambda item: (item[0] not in keys_with(STUDIED), item[0])))
-    overridden_groups = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    tree = Tree(f"[bold]{hydra.job.name if hydra else 'train'}[/bold] config", guide_style="dim")
+    tree = Tree(f"[bold]{escape(hydra.job.name) if hydra else 'train'}[/bold] config", guide_style="dim")
     groups = tree.add("groups")
+    given = {o.split("=", 1)[0].lstrip("+~"): o.split("=", 1)[-1] for o in overrides}  # a sweep's `pooling=max,avg` too
     for group, option in choices.items():
-        groups.add(f"[bold yellow]{group}: {option}[/]" if group in overridden_groups else f"{group}: [cyan]{option}[/]")
+        groups.add(f"[bold yellow]{escape(f'{group}: {given[group]}')}[/]" if group in given else f"{group}: [cyan]{escape(option)}[/]")
     keys = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in choices]
     if keys:
         branch = tree.add("overrides")
         for override in keys:
-            branch.add(f"[bold yellow]{override}[/]")
-    tree.add(f"seed: [cyan]{cfg.get('seed')}[/]  tags: [cyan]{list(cfg.get('tags') or [])}[/]  test: [cyan]{cfg.get('test', True)}[/]")
+            branch.add(f"[bold yellow]{escape(override)}[/]")
+    seed, tags, test = (escape(str(value)) for value in (cfg.get("seed"), list(cfg.get("tags") or []), cfg.get("test", True)))
+    tree.add(f"seed: [cyan]{seed}[/]  tags: [cyan]{tags}[/]  test: [cyan]{test}[/]")
     return tree
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 @rank_zero_only
 def print_start(cfg: DictConfig, net, datamodule) -> None:
-    """The composed choices, then the network's per-layer table (scripts/summarize.py's)."""
+    """The composed choices, then the network's per-layer table (scripts/summarize.py's); not in
+    a multirun's jobs, whose sweep printed its config once (print_sweep_start)."""
     from classic_cnns.layer_table import summarize, to_rich
 
+    if in_multirun():
+        return
     console = Console()
     console.print(config_tree(cfg))
     size = "x".join(map(str, datamodule.input_size))
@@ -100,20 +161,39 @@ def print_start(cfg: DictConfig, net, datamodule) -> None:
     print_wide(table, console)
 
 
+def print_sweep_start(config: DictConfig) -> None:
+    """A multirun's config, once, before its jobs: the choices and the swept overrides."""
+    Console().print(config_tree(config, config.hydra))
+
+
 def format_metrics(metrics: Mapping[str, Any]) -> str:
-    shown = [f"{k} [bold]{v:.4f}[/]" for k, v in metrics.items() if "/" in k and isinstance(v, float)]
+    shown = [f"{k} [bold]{v:.4f}[/]" for k, v in metrics.items() if "/" in k and not k.startswith("train/") and isinstance(v, float)]
     return "  ".join(shown)
 
 
-@rank_zero_only
-def print_end(metrics: Mapping[str, Any], output_dir: str | Path, tensorboard_dir: str | Path | None) -> None:
-    """The kept checkpoint's metrics and where everything went, as commands to copy."""
-    output_dir = Path(output_dir)
+def _done_line(metrics: Mapping[str, Any], first_train_loss: float | None) -> str:
+    """How long, how many epochs, the training loss from the first epoch to the last (the number
+    `debug=overfit` is for), then the kept checkpoint's metrics."""
     epochs = metrics.get("epochs")
-    lines = [
-        f"[green]done[/] in {metrics.get('fit_seconds', 0):.1f} s, {epochs} epoch{'s' if epochs != 1 else ''}: {format_metrics(metrics)}",
-        f"run dir      {shown_path(output_dir)}",
-    ]
+    line = f"[green]done[/] in {metrics.get('fit_seconds', 0):.1f} s, {epochs} epoch{'s' if epochs != 1 else ''}"
+    if isinstance(metrics.get("train/loss"), float):
+        start = f"{first_train_loss:.4f} -> " if first_train_loss is not None and epochs != 1 else ""
+        line += f", train/loss {start}[bold]{metrics['train/loss']:.4f}[/]"
+    return f"{line}: {format_metrics(metrics)}"
+
+
+@rank_zero_only
+def print_end(
+    metrics: Mapping[str, Any], output_dir: str | Path, tensorboard_dir: str | Path | None, first_train_loss: float | None = None, run_name: str = ""
+) -> None:
+    """The kept checkpoint's metrics and where everything went, as commands to copy; a job of a
+    multirun says it in one line, with its run name (what the sweep varies)."""
+    output_dir = Path(output_dir)
+    done = _done_line(metrics, first_train_loss)
+    if in_multirun():
+        Console(soft_wrap=True).print(f"job {HydraConfig.get().job.num} {escape(run_name)}: {done}  ({shown_path(output_dir)})", highlight=False)
+        return
+    lines = [done, f"run dir      {shown_path(output_dir)}"]
     if metrics.get("best_checkpoint"):
         lines.append(f"checkpoint   {shown_path(metrics['best_checkpoint'])} (kept: best val/acc)")
     lines.append(f"metrics      {shown_path(output_dir / 'metrics.json')}")
@@ -123,8 +203,10 @@ def print_end(metrics: Mapping[str, Any], output_dir: str | Path, tensorboard_di
 
 
 def report_command(sweep_dir: str | Path) -> str:
+    """The report command to copy: the script's path relative to the working directory when it
+    is below it, else absolute (never ../../ from elsewhere)."""
     script = ROOT / "scripts" / "report.py"
-    script = os.path.relpath(script) if script.exists() else "scripts/report.py"
+    script = shlex.quote(shown_path(script)) if script.exists() else "scripts/report.py"
     return f"python {script} {shlex.quote(shown_path(sweep_dir))}"
 
 

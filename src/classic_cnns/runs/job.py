@@ -37,6 +37,8 @@ def start(cfg: DictConfig) -> tuple[int, dict[str, Any]]:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # Epoch metrics are summed over the DDP ranks before they are logged (ImageClassifier._log_epoch).
     warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
+    # Metrics are logged once per epoch, so a logging interval longer than an epoch loses nothing.
+    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
     console.quiet_dependencies()
     output_dir = writable_output_dir(Path(cfg.paths.output_dir))
     ckpt_path = cfg.get("ckpt_path")
@@ -101,12 +103,29 @@ def writable_output_dir(output_dir: Path) -> Path:
     return output_dir
 
 
+# What a run has written before its data is read: nothing worth keeping if it stops there.
+WRITTEN_AT_START = {".hydra", "train.log", "config.yaml"}
+
+
+def remove_unused_run_dir(output_dir: Path) -> None:
+    """A run that stopped before training (missing data, a refused checkpoint) leaves no run dir
+    behind, nor the empty folders above it up to the working directory."""
+    if not output_dir.is_dir() or {p.name for p in output_dir.iterdir()} - WRITTEN_AT_START:
+        return
+    shutil.rmtree(output_dir)
+    cwd = Path.cwd().resolve()
+    for parent in output_dir.resolve().parents:
+        if parent == cwd or cwd not in parent.parents or any(parent.iterdir()):
+            return
+        parent.rmdir()
+
+
 def instantiate_all(node: DictConfig | None) -> list:
     """Every entry of a logger/callbacks node; `callbacks.progress_bar=null` drops one."""
     return [instantiate(entry) for entry in (node or {}).values() if entry is not None]
 
 
-def finish(trainer: L.Trainer, config: dict[str, Any], metrics: dict[str, Any]) -> None:
+def finish(trainer: L.Trainer, config: dict[str, Any], metrics: dict[str, Any], first_train_loss: float | None = None) -> None:
     """On rank 0: the hparams record with the final metrics, metrics.json in the output dir, and
     the closing lines on the console."""
     if not trainer.is_global_zero:
@@ -115,7 +134,8 @@ def finish(trainer: L.Trainer, config: dict[str, Any], metrics: dict[str, Any]) 
     tensorboard_record.log_hparams(trainer.loggers, config, config["seed"], metrics)
     metrics = metrics | {"cpu_threads": torch.get_num_threads()}  # what this job's CPU work ran on
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    console.print_end(metrics, output_dir, tensorboard_dir=tensorboard_record.tensorboard_logdir(trainer, output_dir))
+    tensorboard_dir = tensorboard_record.tensorboard_logdir(trainer, output_dir)
+    console.print_end(metrics, output_dir, tensorboard_dir, first_train_loss, run_name=config.get("run_name", ""))
 
 
 def optimized(metrics: dict[str, Any], optimized_metric: str | Sequence[str]) -> float | list[float] | None:

@@ -143,7 +143,9 @@ def log_hparams(loggers, config: dict[str, Any], seed: int, metrics: dict[str, A
     loggers = [logger for logger in loggers if not isinstance(logger, DummyLogger)]
     record = hyperparameters(config, seed)
     flat = flatten(record)
-    final = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items() if "/" in k}
+    # the kept checkpoint's scores (not the last epoch's train/), accuracies first: TensorBoard keeps this order
+    scores = sorted((k for k in metrics if "/" in k and not k.startswith("train/")), key=lambda k: (not k.endswith("/acc"), not k.startswith("val/"), k))
+    final = {f"hp/{k.replace('/', '_')}": metrics[k] for k in scores}
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             differing = {hparam_name(key, record) for key in swept_keys()}
@@ -163,6 +165,8 @@ def _write_tensorboard_hparams(logger, flat: dict[str, Any], final: dict[str, fl
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
     from torch.utils.tensorboard.summary import hparams
 
+    # ints as text: TensorBoard shows every number with four decimals (seed 0.0000)
+    flat = {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in flat.items()}
     experiment, session_start, session_end = hparams(flat, final)
     plugin_data = experiment.value[0].metadata.plugin_data
     content = HParamsPluginData.FromString(plugin_data.content)

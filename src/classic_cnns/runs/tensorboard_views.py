@@ -14,6 +14,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
+from classic_cnns.classifier import epochs_done
 from classic_cnns.plotting import confusion_figure, images_figure
 from classic_cnns.layer_table import summarize, to_markdown
 
@@ -82,7 +83,7 @@ class TensorBoardViews(L.Callback):
         matrix = self.confusion.compute()  # on every rank: under DDP this gathers all ranks' counts
         if not trainer.is_global_zero:
             return
-        writer, step = self._writer(trainer), trainer.global_step
+        writer, step = self._writer(trainer), epochs_done(trainer)
         names = pl_module.hparams.data_info["class_names"]
         writer.add_figure("val/confusion_matrix", confusion_figure(matrix, names, f"validation, epoch {trainer.current_epoch + 1}"), step)
         first_conv = next(m for m in pl_module.net.features.modules() if stage(m) == "conv")
@@ -141,7 +142,7 @@ class TensorBoardViews(L.Callback):
         matrix = self.test_confusion.compute()  # on every rank (DDP gather)
         if not trainer.is_global_zero:
             return
-        writer, step = self._writer(trainer), trainer.global_step
+        writer, step = self._writer(trainer), epochs_done(trainer)
         info = pl_module.hparams.data_info
         writer.add_figure("test/confusion_matrix", confusion_figure(matrix, info["class_names"], "test set, kept checkpoint"), step)
         for name, accuracy in zip(info["class_names"], per_class_accuracy(matrix).tolist()):

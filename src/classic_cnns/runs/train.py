@@ -7,10 +7,10 @@ from classic_cnns.classifier import ImageClassifier
 from classic_cnns.data import ImageDataModule
 from classic_cnns.models.layers import lrn_divisor_spread
 from classic_cnns.runs import console, devices, job
-from classic_cnns.runs.callbacks import require_finite
+from classic_cnns.runs.callbacks import FirstTrainingLoss, require_finite
 from classic_cnns.runs.checkpoint_loading import checkpoint_dirs
 from classic_cnns.runs.checkpoint_writing import AtomicCheckpointIO
-from classic_cnns.runs.config_checks import build_network, validate
+from classic_cnns.runs.config_checks import build_network, require_visible_gpu, validate
 from classic_cnns.runs.optuna_trial import callbacks_for_this_trial
 from classic_cnns.runs.resume import FitClock
 
@@ -19,6 +19,7 @@ def train(cfg: DictConfig) -> float | list[float] | None:
     """Fit (or resume from `cfg.ckpt_path`), score the best checkpoint on validation and test,
     write metrics.json; return `cfg.optimized_metric` (a list of values for a list of metrics)."""
     validate(cfg)
+    require_visible_gpu(cfg)
     seed, config = job.start(cfg)
     datamodule: ImageDataModule = instantiate(cfg.data, seed=seed)
     net = build_network(cfg, datamodule)
@@ -37,17 +38,20 @@ def train(cfg: DictConfig) -> float | list[float] | None:
     )
     loggers, callbacks = job.instantiate_all(cfg.get("logger")), job.instantiate_all(cfg.get("callbacks")) + callbacks_for_this_trial()
     fit_clock = FitClock()  # fit_seconds over all segments of a resumed run
+    first_loss = FirstTrainingLoss()
     plugins = [AtomicCheckpointIO(checkpoint_dirs(cfg))]  # atomic writes; checked loads; deletes only in the run's checkpoint dir
-    with devices.trainer(cfg, logger=loggers or False, callbacks=[*callbacks, fit_clock], plugins=plugins) as trainer:
+    with devices.trainer(cfg, logger=loggers or False, callbacks=[*callbacks, fit_clock, first_loss], plugins=plugins) as trainer:
         fit_clock.start()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         fit_seconds = fit_clock.seconds  # before validate/test restore the best checkpoint's clock
+        train_metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")}  # the last epoch's
         # Both splits are scored once more on the checkpoint that is kept (best by val/acc).
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         val_metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        test_metrics = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)[0] if cfg.test else {}
-    metrics = {k: float(v) for k, v in (val_metrics | test_metrics).items()} | {
+        tested = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)[0] if cfg.test else {}
+        test_metrics = {k: v for k, v in tested.items() if k.startswith("test/")}
+    metrics = {k: float(v) for k, v in (train_metrics | val_metrics | test_metrics).items()} | {
         "fit_seconds": fit_seconds,
         "epochs": trainer.current_epoch,
         "params": sum(p.numel() for p in net.parameters()),
@@ -58,5 +62,5 @@ def train(cfg: DictConfig) -> float | list[float] | None:
     require_finite(metrics)
     # Was LRN active? Its divisor's spread on 64 validation images, with the kept weights.
     metrics |= lrn_divisor_spread(model, datamodule.transform(datamodule.splits["val"].images[:64].to(model.device)))
-    job.finish(trainer, config, metrics)
+    job.finish(trainer, config, metrics, first_train_loss=first_loss.value)
     return job.optimized(metrics, cfg.optimized_metric)

@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from classic_cnns import ClassicCNNsError
 from classic_cnns.runs.checkpoint_loading import build_datamodule, load_classifier
+from classic_cnns.runs.console import quiet_dependencies
 
 
 def _device() -> torch.device:
@@ -37,12 +38,22 @@ class _TestConfusion(L.Callback):
         self.matrix.update(outputs["logits"], batch[1])
 
 
+def default_evaluation_dir(ckpt_path: str | Path) -> Path:
+    """`NAME_evaluation/` beside NAME.ckpt: with the checkpoint, so evaluations of several
+    checkpoints of a run stay apart."""
+    ckpt_path = Path(ckpt_path).resolve()
+    return ckpt_path.with_name(f"{ckpt_path.stem}_evaluation")
+
+
 def evaluate(ckpt_path: str, output_dir: str | None = None, data_dir: str | None = None) -> dict:
     """Test a checkpoint with `trainer.test`, as train() does: test metrics, confusion matrix PNG
-    and per-class CSV, written to output_dir (default: `evaluation/` beside the checkpoints
-    folder). Returns the metrics, `per_class` (one row per class) and `output_dir`."""
+    and per-class CSV, written to output_dir (default: `NAME_evaluation/` beside the checkpoint
+    NAME.ckpt, wherever it was copied to). Returns the metrics, `per_class` (one row per class)
+    and `output_dir`."""
     from classic_cnns.plotting import confusion_figure, to_png
     from classic_cnns.runs.tensorboard_views import per_class_accuracy
+
+    quiet_dependencies()
 
     model = load_classifier(ckpt_path)
     datamodule = build_datamodule(model.hparams.config, data_dir)
@@ -62,7 +73,7 @@ def evaluate(ckpt_path: str, output_dir: str | None = None, data_dir: str | None
     ]
     metrics = {"test/acc": results["test/acc"], "test/loss": results["test/loss"], "images": int(matrix.sum())}
 
-    out = Path(output_dir) if output_dir else Path(ckpt_path).resolve().parent.parent / "evaluation"
+    out = Path(output_dir) if output_dir else default_evaluation_dir(ckpt_path)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "confusion_matrix.png").write_bytes(to_png(confusion_figure(matrix, names, f"test set, {Path(ckpt_path).name}")))
@@ -165,6 +176,7 @@ def predict(ckpt_path: str, inputs: str, topk: int = 3, invert: bool | str = "au
     light border when the model was trained on light strokes on a dark background (MNIST)."""
     if invert not in INVERT:
         raise ClassicCNNsError(f"invert={invert!r} is not allowed: use true, false or auto")
+    quiet_dependencies()
     device = _device()
     model = load_classifier(ckpt_path).to(device)
     datamodule = build_datamodule(model.hparams.config, data_dir)

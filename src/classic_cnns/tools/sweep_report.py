@@ -62,17 +62,18 @@ def _configurations(all_overrides: list[list[str]]) -> tuple[list[str], list[str
 
 
 def _curves(job_dir: Path, job: str, configuration: str) -> list[dict]:
-    """One row per epoch of a job: its train/acc and val/acc. Lightning logs an `epoch` scalar at
-    the step of every epoch-level metric, which maps the metric to its epoch (validation may run
-    only every few epochs)."""
+    """One row per epoch of a job: its train/acc and val/acc. The project logs them at x = the
+    epoch (1, 2, ...); runs from before that have Lightning's `epoch` scalar at the optimizer step
+    of every epoch-level metric, which maps the metric to its epoch (validation may run only
+    every few epochs)."""
     rows: dict[int, dict] = {}
     for events_dir in sorted({events.parent for events in job_dir.rglob("events.out.tfevents.*")}):
         events = EventAccumulator(str(events_dir), size_guidance={"scalars": 0}).Reload()
         tags = events.Tags()["scalars"]
         epoch_at_step = {e.step: int(e.value) + 1 for e in reversed(events.Scalars("epoch"))} if "epoch" in tags else {}
         for tag in CURVES:
-            for index, event in enumerate(events.Scalars(tag) if tag in tags else []):
-                epoch = epoch_at_step.get(event.step, index + 1)
+            for event in events.Scalars(tag) if tag in tags else []:
+                epoch = epoch_at_step.get(event.step, event.step)
                 rows.setdefault(epoch, {"job": job, "configuration": configuration, "epoch": epoch})[tag] = event.value
     return [rows[epoch] for epoch in sorted(rows)]
 

@@ -29,7 +29,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from classic_cnns.runs.config_checks import ConfigError, check_network_builds, validate
-from classic_cnns.runs.console import print_sweep_end
+from classic_cnns.runs.console import print_sweep_end, print_sweep_start
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,9 @@ class CheckedSweeper(Sweeper):
         return sweep_dir
 
     def sweep(self, arguments: list[str]) -> Any:
-        """Run the jobs; a config error found before they start is one line and exit 1."""
+        """Print the sweep's config once (its jobs print one line each), run the jobs; a config
+        error found before they start is one line and exit 1."""
+        print_sweep_start(self.config)
         try:
             return self.run_jobs(arguments)
         except ConfigError as error:
