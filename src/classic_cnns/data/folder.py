@@ -42,6 +42,7 @@ from .batching import TensorBatches
 ON_BAD_FILE = ("skip", "error")
 DECODE = ("auto", "once", "stream")
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"}
+THREADS = min(8, os.cpu_count() or 1)
 CHANNELS_SAMPLE = 64  # images (spread over the classes) whose modes decide `channels` when it is not configured
 
 
@@ -92,20 +93,30 @@ def class_folders(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir())
 
 
-def read_header(path: Path) -> str:
-    """The image's mode, from its header; raises ValueError saying why it is not a usable image."""
+def read_header(path: Path) -> tuple[str, str]:
+    """(the image's mode, "") from its header, or ("", why it is not a usable image)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                return image.mode
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ValueError(f"over Pillow's decompression-bomb limit ({error})") from None
+        with Image.open(path) as image:
+            (width, height), mode = image.size, image.mode
+    except Image.DecompressionBombError as error:
+        return "", f"over Pillow's decompression-bomb limit ({error})"
     except UnidentifiedImageError:
-        raise ValueError("not an image (Pillow does not know its format)") from None
+        return "", "not an image (Pillow does not know its format)"
     except Exception as error:  # OSError (truncated headers), SyntaxError and ValueError (malformed ones)...
         first_line = (str(error).strip().splitlines() or [""])[0][:120]
-        raise ValueError(f"not an image Pillow can read ({type(error).__name__}: {first_line})") from None
+        return "", f"not an image Pillow can read ({type(error).__name__}: {first_line})"
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        return "", f"over Pillow's decompression-bomb limit ({width}x{height} pixels, more than {Image.MAX_IMAGE_PIXELS})"
+    return mode, ""
+
+
+def read_headers(paths: list[Path]) -> list[tuple[str, str]]:
+    """`read_header` of each path, in threads (the reads wait on the disk, not on Python). Pillow's
+    warning for images over its limit is silenced: they are reported as problems instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with ThreadPoolExecutor(max_workers=THREADS) as pool:
+            return list(pool.map(read_header, paths))
 
 
 def decode_image(path: Path, channels: int, size: int) -> np.ndarray:
@@ -170,22 +181,25 @@ def scan_folder(root: Path, class_names: Sequence[str]) -> FolderScan:
                 )
             if missing:
                 scan.class_differences.append(f"{split}/ has no folder for: {', '.join(missing)}")
+        listed = []
         for label, name in enumerate(class_names):
-            if name not in found:
-                continue
-            files, bad = list_files(folder / name)
-            scan.bad += bad
+            if name in found:
+                files, bad = list_files(folder / name)
+                scan.bad += bad
+                listed.append((folder / name, label, files))
+        headers = iter(read_headers([path for _, _, files in listed for path in files]))
+        for class_folder, label, files in listed:
             readable = 0
             for path in files:
-                try:
-                    scan.modes[read_header(path)] += 1
-                except ValueError as error:
-                    scan.bad.append((path, str(error)))
+                mode, problem = next(headers)
+                if problem:
+                    scan.bad.append((path, problem))
                     continue
+                scan.modes[mode] += 1
                 scan.files[split].append((path, label))
                 readable += 1
             if not readable:
-                scan.empty_classes.append(folder / name)
+                scan.empty_classes.append(class_folder)
     if not any(scan.files.values()):
         raise ClassicCNNsError(f"{root} holds no readable images:\n{scan.summary()}")
     return scan
@@ -296,6 +310,8 @@ class ImageFolderDataModule(ImageDataModule):
             raise ClassicCNNsError(f"data.decode={decode!r} is not allowed: use one of {', '.join(DECODE)}")
         if on_bad_file not in ON_BAD_FILE:
             raise ClassicCNNsError(f"data.on_bad_file={on_bad_file!r} is not allowed: use one of {', '.join(ON_BAD_FILE)}")
+        if not isinstance(image_size, int) or image_size < 1:
+            raise ClassicCNNsError(f"data.image_size={image_size!r} is not allowed: every image is resized to it, use an integer >= 1")
         if channels not in (None, 1, 3):
             raise ClassicCNNsError(f"data.channels={channels!r} is not allowed: use 1 (grey), 3 (RGB) or null (detected)")
         for key, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
@@ -351,11 +367,8 @@ class ImageFolderDataModule(ImageDataModule):
         modes = []
         per_class = max(1, CHANNELS_SAMPLE // len(self.class_names))
         for name in self.class_names:
-            for path in list_files(self.train_folder / name)[0][:per_class]:
-                try:
-                    modes.append(read_header(path))
-                except ValueError:
-                    continue  # the scan reports it
+            sample = list_files(self.train_folder / name)[0][:per_class]
+            modes += [mode for mode, problem in read_headers(sample) if not problem]  # the scan reports the others
         return 1 if modes and all(mode in GREY_MODES for mode in modes) else 3
 
     def _check_folder(self) -> None:
@@ -437,7 +450,7 @@ class ImageFolderDataModule(ImageDataModule):
             except Exception as error:
                 return f"cannot be decoded ({type(error).__name__}: {error})"
 
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        with ThreadPoolExecutor(max_workers=THREADS) as pool:
             decoded = list(pool.map(one, [path for path, _ in files]))
         failed = [(path, result) for (path, _), result in zip(files, decoded) if isinstance(result, str)]
         kept = [(result, label) for (_, label), result in zip(files, decoded) if not isinstance(result, str)]
