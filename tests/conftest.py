@@ -12,11 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
+from classic_cnns.runs.entry_points import compose_train_config
 from classic_cnns.runs.resolvers import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,18 +77,8 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def compose_config(overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:
-    """The config `python train.py OVERRIDES` would get, with the Hydra runtime set up."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[f"paths.output_dir={output_dir}", f"data.data_dir={data_dir}", *overrides],
-            return_hydra_config=True,
-        )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-    return cfg
+    """The config `python train.py OVERRIDES` would get, writing into output_dir, reading data_dir."""
+    return compose_train_config([f"paths.output_dir={output_dir}", f"data.data_dir={data_dir}", *overrides])
 
 
 def tensorboard_run(output_dir: Path) -> Path:

@@ -1,16 +1,50 @@
-"""scripts/gpu_acceptance.py's dry mode: every step of the GPU acceptance run, tiny, on the CPU."""
+"""scripts/gpu_acceptance.py: its dry mode runs every step, tiny, on the CPU; its plan and its
+time budget keep a command inside the GPU machine's window."""
 
-from classic_cnns.tools.acceptance import Acceptance
+import importlib.util
+import sys
+import time
+
+import pytest
+
+from .conftest import ROOT
 
 
-def test_dry_mode_runs_every_step_and_writes_the_summary(data_dir, tmp_path):
+@pytest.fixture(scope="module")
+def acceptance():
+    spec = importlib.util.spec_from_file_location("gpu_acceptance", ROOT / "scripts" / "gpu_acceptance.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_acceptance"] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["gpu_acceptance"]
+
+
+def test_dry_mode_runs_every_step_and_writes_the_summary(acceptance, data_dir, tmp_path):
     doc = tmp_path / "benchmarks.md"
-    acceptance = Acceptance(tmp_path / "out", data_dir, doc, dry=True, repeats=1)
-    assert acceptance.all(), [s for s in acceptance.steps if s.ok is False]
-    ran = {s.name: s.ok for s in acceptance.steps}
+    run = acceptance.Acceptance(tmp_path / "out", data_dir, doc, dry=True, repeats=1, budget_s=600)
+    assert run.all(), [s for s in run.steps if s.ok is False]
+    ran = {s.name: s.ok for s in run.steps}
     assert ran["a killed run resumes to the uninterrupted run's metrics"] is True
     assert ran["hydra/launcher=per_gpu gives each job its own GPU"] is None  # needs GPUs, says so
+    assert ran["benchmark: lenet5_fast GPU candidates"] is True
     text = doc.read_text()
-    for section in ("LeNet-5 on MNIST (lenet5_fast)", "AlexNet on CIFAR-10 (alexnet_fast)", "AlexNet at 224x224, throughput", "GPU acceptance"):
+    for section in ("LeNet-5 on MNIST (lenet5_fast)", "AlexNet on CIFAR-10 (alexnet_fast)", "AlexNet at 224x224, throughput", "GPU acceptance (all)"):
         assert f"<!-- benchmark: {section}, CPU (dry mode) -->" in text
     assert "| 12-job LeNet-5 sweep <= 60 s | parallel " in text and "nothing measured" in text
+
+
+def test_a_step_after_the_budget_is_spent_is_reported_not_run(acceptance, data_dir, tmp_path):
+    run = acceptance.Acceptance(tmp_path / "out", data_dir, tmp_path / "benchmarks.md", dry=True, repeats=1, budget_s=0)
+    time.sleep(0.01)
+    assert run.all("checks")  # nothing failed: nothing ran
+    assert {s.ok for s in run.steps} == {None}
+    assert all(s.detail == "not run: the part's time budget is spent" for s in run.steps)
+
+
+def test_the_plan_fits_the_budget_and_a_larger_one_is_refused(acceptance):
+    assert acceptance.check_plan(acceptance.plan(acceptance.REPEATS)) == []
+    problems = acceptance.check_plan(acceptance.plan(10))
+    assert problems and all("more than its" in p for p in problems)
+    assert set(acceptance.MAX_EPOCHS) == {"checks", "bench", "sweep"} == set(acceptance.BUDGET_S) - {"all"}
+    assert max(acceptance.BUDGET_S[p] for p in ("checks", "bench", "sweep")) <= 300 and acceptance.BUDGET_S["all"] <= 480

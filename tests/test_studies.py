@@ -121,3 +121,17 @@ def test_checked_sweeper_builds_every_network_before_the_first_job_starts(data_d
     assert "the network cannot be built: a 28x28 input is too small" in output
     assert "Use a larger data.image_size, padding=same or a smaller pooling" in output
     assert not list(tmp_path.glob("outputs/multirun/*/*/0"))  # job 0 (kernel size 2, valid) never started
+
+
+def test_lrn_study_records_the_divisor_spread_of_the_kept_weights_and_other_runs_do_not(make_cfg, tmp_path):
+    """The LRN study's diagnostic is a callback it switches on, not part of every run."""
+    overrides = ["model=alexnet", "norm=lrn", "model.widths=[16,32,32,32,32]", "model.hidden_features=64", "trainer.limit_train_batches=1"]
+    spread = "+callbacks.lrn_divisor_spread={_target_:classic_cnns.runs.callbacks.LRNDivisorSpread}"
+    train(make_cfg(*overrides, spread, output_dir=tmp_path / "study"))
+    metrics = json.loads((tmp_path / "study" / "metrics.json").read_text())
+    assert {"lrn1/divisor_median", "lrn1/divisor_max", "lrn2/divisor_median", "lrn2/divisor_max"} <= metrics.keys()
+    assert 1.0 <= metrics["lrn1/divisor_median"] <= metrics["lrn1/divisor_max"]  # divisor / k^beta, k=2
+    train(make_cfg(*overrides, output_dir=tmp_path / "plain"))
+    assert not any(key.startswith("lrn") for key in json.loads((tmp_path / "plain" / "metrics.json").read_text()))
+    study = OmegaConf.load(CONF_DIR / "experiment" / "study_lrn.yaml")
+    assert study.callbacks.lrn_divisor_spread._target_ == "classic_cnns.runs.callbacks.LRNDivisorSpread"

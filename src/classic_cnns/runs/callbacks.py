@@ -2,8 +2,10 @@
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from classic_cnns import ClassicCNNsError
+from classic_cnns.models.layers import lrn_divisor_spread
 
 
 class TrainingDivergedError(ClassicCNNsError):
@@ -84,3 +86,21 @@ class FirstTrainingLoss(L.Callback):
     def _note(self, trainer) -> None:
         if self.value is None and "train/loss" in trainer.callback_metrics:
             self.value = float(trainer.callback_metrics["train/loss"])
+
+
+class LRNDivisorSpread(L.Callback):
+    """Was LRN more than a constant factor? After the final validation (the kept weights), the
+    spread of each LRN layer's divisor on 64 validation images (models.layers.lrn_divisor_spread)
+    goes into metrics.json as lrn1/divisor_median, lrn1/divisor_max, ... The LRN study switches
+    it on (conf/experiment/study_lrn.yaml); train() adds every callback's `final_metrics`."""
+
+    def __init__(self, images: int = 64) -> None:
+        self.images = images
+        self.final_metrics: dict[str, float] = {}
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn != TrainerFn.VALIDATING:  # the validations during fit see weights that are not kept
+            return
+        datamodule = trainer.datamodule
+        images = datamodule.splits["val"].images[: self.images].to(pl_module.device)
+        self.final_metrics = lrn_divisor_spread(pl_module, datamodule.transform(images))

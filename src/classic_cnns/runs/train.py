@@ -5,10 +5,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from classic_cnns.classifier import ImageClassifier
 from classic_cnns.data import ImageDataModule
-from classic_cnns.models.layers import lrn_divisor_spread
 from classic_cnns.runs import console, devices, job
 from classic_cnns.runs.callbacks import FirstTrainingLoss, require_finite
-from classic_cnns.runs.checkpoint_loading import checkpoint_dirs
+from classic_cnns.runs.checkpoint_loading import checkpoint_dirs, require_weights_fit, weight_shapes
 from classic_cnns.runs.checkpoint_writing import AtomicCheckpointIO
 from classic_cnns.runs.config_checks import build_network, require_visible_gpu, validate
 from classic_cnns.runs.optuna_trial import callbacks_for_this_trial
@@ -23,6 +22,9 @@ def train(cfg: DictConfig) -> float | list[float] | None:
     seed, config = job.start(cfg)
     datamodule: ImageDataModule = instantiate(cfg.data, seed=seed)
     net = build_network(cfg, datamodule)
+    if cfg.get("ckpt_path"):  # allow_resume_changes=true may have changed the network: one line, not a traceback
+        expected = {f"net.{key}": value.shape for key, value in net.state_dict().items()}
+        require_weights_fit(expected, weight_shapes(cfg.ckpt_path), f"ckpt_path={cfg.ckpt_path}")
     console.print_start(cfg, net, datamodule)
     model = ImageClassifier(
         net=net,
@@ -59,8 +61,8 @@ def train(cfg: DictConfig) -> float | list[float] | None:
         "tags": list(cfg.tags),
         "best_checkpoint": best,
     }
+    for callback in callbacks:  # diagnostics that a study switches on (callbacks.LRNDivisorSpread)
+        metrics |= getattr(callback, "final_metrics", {})
     require_finite(metrics)
-    # Was LRN active? Its divisor's spread on 64 validation images, with the kept weights.
-    metrics |= lrn_divisor_spread(model, datamodule.transform(datamodule.splits["val"].images[:64].to(model.device)))
     job.finish(trainer, config, metrics, first_train_loss=first_loss.value)
     return job.optimized(metrics, cfg.optimized_metric)

@@ -39,7 +39,8 @@ from classic_cnns.runs.config_checks import ConfigError, build_network
 from classic_cnns.data import ImageDataModule
 from classic_cnns.randomness import seed_training_stream
 
-WAYS = ("reference loop", "resident loop", "lightning")
+REFERENCE_LOOP, RESIDENT_LOOP, LIGHTNING = "reference loop", "resident loop", "lightning"
+WAYS = (REFERENCE_LOOP, RESIDENT_LOOP, LIGHTNING)
 MIN_REPEATS_TO_PUBLISH = 5
 
 
@@ -213,7 +214,7 @@ def _plain_loop(cfg: DictConfig, datamodule: ImageDataModule, resident: bool, ma
         )
     steps = min(len(batches), max_batches or len(batches))
     net, optimizer, scheduler, memory_format = _build(cfg, datamodule, device, steps * epochs)
-    result = Result(WAYS[1] if resident else WAYS[0], switches=current_switches())
+    result = Result(RESIDENT_LOOP if resident else REFERENCE_LOOP, switches=current_switches())
     _reset_peak_memory(device)
     for epoch in range(epochs):
         seed_training_stream(cfg.seed, epoch, rank=0)  # augmentation and dropout draw what train()'s do
@@ -303,7 +304,7 @@ def lightning_path(cfg: DictConfig, max_batches: int | None) -> Result:
     metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     record = json.loads(timings.read_text())
     return Result(
-        WAYS[2],
+        LIGHTNING,
         epoch_seconds=record["epoch_seconds"],
         val_acc=record["val_acc"],
         images_per_epoch=record["images_per_epoch"],
@@ -329,13 +330,13 @@ def measure(cfg: DictConfig, ways: Sequence[str], repeats: int, max_batches: int
     results = []
     for repeat, way in interleaved(ways, repeats):
         set_global_switches(cfg)
-        if way == "lightning":
+        if way == LIGHTNING:
             run_cfg = copy.deepcopy(cfg)
             with open_dict(run_cfg):
                 run_cfg.paths.output_dir = str(run_dir / f"lightning_{repeat}")
             result = lightning_path(run_cfg, max_batches)
         else:
-            result = plain_loop(cfg, datamodule, way == "resident loop", max_batches, workers)
+            result = plain_loop(cfg, datamodule, way == RESIDENT_LOOP, max_batches, workers)
         result.repeat = repeat
         results.append(result)
         print(f"repeat {repeat} {way}: {result.images_per_second:,.0f} images/s", flush=True)

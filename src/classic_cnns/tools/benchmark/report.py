@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from .measure import WAYS, Result
+from .measure import LIGHTNING, RESIDENT_LOOP, Result
 
 
 def spread(values: Sequence[float], text: Callable[[float], str]) -> str:
@@ -33,6 +33,19 @@ def by_way(results: Sequence[Result]) -> dict[str, list[Result]]:
     return runs
 
 
+def median(results: Sequence[Result], way: str, figure: Callable[[Result], float]) -> float:
+    """The median of `figure` over the runs of `way` (NaN without any)."""
+    values = [figure(r) for r in results if r.way == way]
+    return statistics.median(values) if values else math.nan
+
+
+def median_ratio(results: Sequence[Result], way: str, base_way: str) -> float:
+    """The median over repeats of `way`'s images/s over `base_way`'s in the same repeat."""
+    runs = by_way(results)
+    ratios = _ratios(runs.get(way, []), runs.get(base_way))
+    return statistics.median(ratios) if ratios else math.nan
+
+
 def _ratios(runs: list[Result], base: list[Result] | None) -> list[float]:
     """images/s of each repeat over the base way's in the same repeat (interleaved neighbours)."""
     base_of = {r.repeat: r for r in base or []}
@@ -42,7 +55,7 @@ def _ratios(runs: list[Result], base: list[Result] | None) -> list[float]:
 def to_markdown(results: Sequence[Result], target: float | None) -> str:
     """One row per way: the median (min-max) over its repeats of each figure."""
     runs_by_way = by_way(results)
-    base = runs_by_way.get(WAYS[1])
+    base = runs_by_way.get(RESIDENT_LOOP)
     head = ["way", "repeats", "images/s", "s/epoch", "train s", f"epochs; s to val {target}" if target else None,
             "final val acc", "test acc", "peak GPU MiB", "images/s vs resident loop"]  # fmt: skip
     head = [h for h in head if h]
@@ -101,7 +114,7 @@ def section(name: str, results: Sequence[Result], machine_text: str, command: st
         "resident loop's run of the same repeat. All ways ran under the same switches: "
         + ", ".join(f"{k}={v}" for k, v in switches.items()) + ".",
     ]
-    fits = [r.fit_seconds for r in runs.get(WAYS[2], []) if not math.isnan(r.fit_seconds)]
+    fits = [r.fit_seconds for r in runs.get(LIGHTNING, []) if not math.isnan(r.fit_seconds)]
     if fits:
         notes.append(f"The whole `train.py` fit of the lightning way took {spread(fits, '{:.2f}'.format)} s "
                      "(everything in trainer.fit: validation, checkpoints, logging).")  # fmt: skip
