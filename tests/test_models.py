@@ -6,7 +6,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.runs.config_checks import build_network
+from classic_cnns.runs.config_checks import ConfigError, build_network, validate
 from classic_cnns.models import AlexNet, LayerChoices, LeNet5
 from classic_cnns.models.layers import (
     LocalResponseNorm, MinPool2d, SamePad2d, Subsampling2d, conv2d, lrn_divisor_spread, make_norm, make_pool, stage,
@@ -306,3 +306,27 @@ def test_pretrained_offline_is_one_line_naming_the_file_for_torchs_cache(make_cf
         build_network(cfg, instantiate(cfg.data))
     message = str(error.value)
     assert "\n" not in message and f"place https://download.pytorch.org/models/alexnet-owt-7be5be79.pth as {tmp_path}/hub/checkpoints/alexnet-owt-7be5be79.pth" in message
+
+
+# The issue's (and torchvision's weights' documented) ImageNet statistics, per RGB channel.
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def test_pretrained_alexnet_gets_imagenets_normalization_by_itself(make_cfg):
+    cfg = _alexnet_torchvision_config(make_cfg, "model.pretrained=true")
+    validate(cfg)
+    assert (list(cfg.data.mean), list(cfg.data.std)) == (IMAGENET_MEAN, IMAGENET_STD)
+    data = instantiate(cfg.data)
+    assert data.describe()["mean"] == pytest.approx(IMAGENET_MEAN) and data.describe()["std"] == pytest.approx(IMAGENET_STD)
+    cfg = _alexnet_torchvision_config(make_cfg)  # trained from scratch: CIFAR-10's own statistics
+    assert list(cfg.data.mean) == [0.4914, 0.4822, 0.4465] and list(cfg.data.std) == [0.2470, 0.2435, 0.2616]
+
+
+@pytest.mark.parametrize("override", ["data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]", "data.scale=paper"])
+def test_pretrained_alexnet_with_another_normalization_is_one_line_before_training(make_cfg, override):
+    cfg = _alexnet_torchvision_config(make_cfg, "model.pretrained=true", override)
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    message = str(error.value)
+    assert "\n" not in message and "model.pretrained=true loads weights trained on ImageNet's normalization" in message
+    assert "use data.mean=[0.485,0.456,0.406] data.std=[0.229,0.224,0.225]" in message

@@ -16,6 +16,9 @@ POOL_AFTER = (0, 1, 4)  # overlapping max pooling follows conv1, conv2 and conv5
 LRN_AFTER = (0, 1)  # the paper normalizes the responses of conv1 and conv2 only
 SPLIT_ACROSS_GPUS = (1, 3, 4)  # conv2, conv4, conv5 see only the maps on their own GPU
 FC_LAYERS = ("fc6", "fc7", "fc8")
+# The input normalization torchvision's ImageNet weights (AlexNet_Weights.IMAGENET1K_V1) were
+# trained with, per RGB channel on [0, 1] pixels: data.mean and data.std when model.pretrained=true.
+IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
 class AlexNet(nn.Module):

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from classic_cnns import ClassicCNNsError
 from classic_cnns.data.base import PLACEMENTS, SCALES, VAL_FROM
 from classic_cnns.runs.config_keys import BUILT, keys_with
+from classic_cnns.models.alexnet import IMAGENET_NORMALIZATION
 from classic_cnns.models.layers import ACTIVATIONS, NORMS, PADDING_MODES, PADDINGS, POOLS
 
 
@@ -83,7 +84,7 @@ def validate(cfg: DictConfig) -> None:
             continue
         if not check(value):
             problems.append(f"{key}={value!r} is not allowed: use {allowed}")
-    problems += _unknown_arguments(cfg) + _data_set_fit(cfg) + _validation_split(cfg)
+    problems += _unknown_arguments(cfg) + _data_set_fit(cfg) + _validation_split(cfg) + _pretrained_normalization(cfg)
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
 
@@ -157,6 +158,23 @@ def _validation_split(cfg: DictConfig) -> list[str]:
                 f"set callbacks.{name}.monitor=null{' (the last epoch is kept)' if name == 'model_checkpoint' else ''} or callbacks.{name}=null"
             )
     return problems
+
+
+def _pretrained_normalization(cfg: DictConfig) -> list[str]:
+    """ImageNet weights (model.pretrained=true) on inputs normalized otherwise see inputs they were
+    never trained on. conf/data/cifar10.yaml follows model.pretrained by itself; this catches a
+    data set or an explicit data.mean/std/scale that does not."""
+    if OmegaConf.select(cfg, "model.pretrained", default=False) is not True or not isinstance(cfg.get("data"), DictConfig):
+        return []
+    mean, std, scale = (OmegaConf.select(cfg, f"data.{key}", default=None, throw_on_resolution_failure=False) for key in ("mean", "std", "scale"))
+    mean, std = ([round(float(v), 4) for v in value] if isinstance(value, ListConfig) else value for value in (mean, std))
+    if mean == IMAGENET_NORMALIZATION["mean"] and std == IMAGENET_NORMALIZATION["std"] and scale in (None, "standard"):
+        return []
+    imagenet = " ".join(f"data.{key}=[{','.join(map(str, value))}]" for key, value in IMAGENET_NORMALIZATION.items())
+    return [
+        f"model.pretrained=true loads weights trained on ImageNet's normalization, but data.mean={mean} data.std={std} "
+        f"data.scale={scale}: use {imagenet}{' data.scale=standard' if scale not in (None, 'standard') else ''}"
+    ]
 
 
 def build_network(cfg: DictConfig, datamodule, **kwargs) -> torch.nn.Module:
