@@ -28,7 +28,9 @@ def main(cfg: DictConfig) -> None:
         print(to_markdown(rows))
     else:
         size = "x".join(map(str, datamodule.input_size))
-        print_wide(to_rich(rows, title=f"{type(net).__name__} on {datamodule.name}, {size} input"))  # whole, also into a pipe
+        # +num_classes sizes the net for another set (ImageNet's 1000): the data config only gave the input size
+        made_for = f"on {datamodule.name}" if num_classes == datamodule.num_classes else f"for {num_classes} classes"
+        print_wide(to_rich(rows, title=f"{type(net).__name__} {made_for}, {size} input"))  # whole, also into a pipe
 
 
 if __name__ == "__main__":

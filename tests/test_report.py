@@ -45,6 +45,9 @@ def test_report_groups_seeds_per_configuration_and_lists_failures(sweep, tmp_pat
     for name in ("report.csv", "jobs.csv", "val_acc.png", "train_acc.png", "test_acc.png"):
         assert (out / name).stat().st_size > 0
     assert "![val/acc per epoch](val_acc.png)" in report and "](test_acc.png)" in report  # embedded
+    fits = [metrics[job]["fit_seconds"] for job in "02"]  # pooling=max's two seeds
+    assert f"{sum(fits) / 2:.1f} ({min(fits):.1f}-{max(fits):.1f})" in report  # the spread, not a bare mean
+    assert "*fit s*: wall-clock seconds" in report and "not the configuration" in report  # what it measures
 
 
 def test_curves_show_the_spread_over_seeds_as_a_band_and_plots_have_titles():

@@ -67,3 +67,14 @@ def test_summarize_command(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert re.search(r"\| \*\*total\*\* \|.*\*\*60,000\*\* \| \*\*840\*\* \| \*\*340,908\*\*", result.stdout)
     assert not list(tmp_path.iterdir())  # writes no run directory
+
+
+def test_summary_title_names_what_the_network_is_sized_for(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "summarize.py"), "model=alexnet_2012", "+num_classes=1000"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    title = result.stdout.strip().splitlines()[0].strip()
+    assert title == "AlexNet for 1000 classes, 227x227 input"  # not "on CIFAR-10": its 10 classes are not these
+    assert "62,378,344" in result.stdout  # the paper's parameter count

@@ -40,6 +40,11 @@ LRN_NOTE = (
     "images with the kept weights: its median and maximum over k^beta (means over seeds). 1.000 means LRN was "
     "only the constant factor k^-beta there."
 )
+FIT_NOTE = (
+    "*fit s*: wall-clock seconds of each job's fit, the mean over seeds (fastest-slowest). It measures the machine "
+    "as it was while the job ran (other work on it, jobs run side by side), not the configuration: compare speed "
+    "with scripts/benchmark.py (docs/benchmarks.md), not with this column."
+)
 CURVES = ("train/acc", "val/acc")
 LRN_DIVISOR = re.compile(r"lrn\d+/divisor_(median|max)")  # metrics.json of nets with LRN layers
 
@@ -117,7 +122,7 @@ def summarize_sweep(jobs: pd.DataFrame) -> pd.DataFrame:
         if metric in done:
             name = metric.replace("/", "_")
             columns |= {f"{name}_mean": (metric, "mean"), f"{name}_std": (metric, "std")}
-    columns |= dict(params=("params", "first"), fit_seconds=("fit_seconds", "mean"), epochs=("epochs", "mean"))
+    columns |= dict(params=("params", "first"), fit_seconds=("fit_seconds", "mean"), fit_min=("fit_seconds", "min"), fit_max=("fit_seconds", "max"), epochs=("epochs", "mean"))
     if "epochs_to_target" in done:
         columns |= dict(to_target_mean=("epochs_to_target", "mean"), to_target_std=("epochs_to_target", "std"), to_target_runs=("epochs_to_target", "count"))
     columns |= {name: (name, "mean") for name in sorted(done.columns) if LRN_DIVISOR.fullmatch(name)}
@@ -230,7 +235,7 @@ def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None, tr
             shown[f"{layer} divisor/k^beta: median (max)"] = ["" if pd.isna(m) else f"{m:.3f} ({x:.3f})" for m, x in zip(median, largest)]
         shown["params"] = shown["params"].map(lambda n: f"{int(n):,}")
         shown["epochs"] = shown["epochs"].map(lambda e: f"{e:.3g}")  # a mean over seeds where runs stop early
-        shown["fit s"] = shown.pop("fit_seconds").map(lambda s: f"{s:.1f}")
+        shown["fit s"] = [f"{s:.1f} ({low:.1f}-{high:.1f})" for s, low, high in zip(shown.pop("fit_seconds"), shown.pop("fit_min"), shown.pop("fit_max"))]
         lines += [shown.reset_index().to_markdown(index=False), ""] + ([SIGNIFICANCE_NOTE, ""] if "vs reference" in shown else [])
         if "conclusion" in table:
             comparisons = int(table["p_holm"].notna().sum())
@@ -253,6 +258,7 @@ def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None, tr
             ]
         if any(LRN_DIVISOR.fullmatch(name) for name in table.columns):
             lines += [LRN_NOTE, ""]
+        lines += [FIT_NOTE, ""]
     failed = jobs[jobs["status"] == "failed"]
     if not failed.empty:
         lines += ["## Failed jobs", ""] + [f"- job {r.job} ({r.overrides}): {r.error}" for r in failed.itertuples()] + [""]
