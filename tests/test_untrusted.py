@@ -442,3 +442,10 @@ def test_cifar_labels_outside_the_classes_are_found_before_training(make_cfg, tm
     with pytest.raises(ClassicCNNsError, match=rf"data_batch_2 holds labels outside 0-9 \({min(0, label)} to {max(0, label)}\)"):
         train(make_cfg("data=cifar10", f"data.data_dir={folder}"))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_resuming_into_another_network_names_the_weights_that_do_not_fit(make_cfg, tmp_path, trained_run):
+    run, common = trained_run
+    with pytest.raises(ClassicCNNsError, match=r"ckpt_path=.*last.ckpt: the weights do not fit the network: net\.\S+ is \[120, 400\] in the checkpoint but \[120, 256\] in the network") as error:
+        train(make_cfg(*common, "+model.c1_padding=0", "allow_resume_changes=true", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"))
+    assert "\n" not in str(error.value)

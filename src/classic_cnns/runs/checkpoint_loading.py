@@ -170,6 +170,12 @@ def require_weights_fit(expected: dict[str, torch.Size], held: dict[str, torch.T
         )
 
 
+def weight_shapes(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state_dict of a checkpoint (read by read_checkpoint before) as meta tensors: shapes
+    only, nothing read into memory."""
+    return torch.load(path, map_location="meta", weights_only=True, mmap=True)["state_dict"]
+
+
 def load_classifier(path: str | Path, map_location: str = "cpu") -> ImageClassifier:
     """The ImageClassifier of a checkpoint written by train(), in eval mode.
 

@@ -15,6 +15,7 @@ directory, never anything elsewhere, whatever a restored state says.
 
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from classic_cnns import ClassicCNNsError
 
 TEMP_SUFFIX = ".partial"
+FULL_BELOW_BYTES = 2**20  # free space under which a failed write is taken for a full disk
 
 
 class CheckpointWriteError(ClassicCNNsError):
@@ -76,9 +78,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(file.fileno())
             os.replace(temporary, path)
         except BaseException as error:
+            full = _disk_full(error, path.parent)  # asked while the partial file still takes its space
             Path(temporary).unlink(missing_ok=True)
-            if isinstance(error, OSError):
-                raise CheckpointWriteError(_explain(error, path)) from error
+            if isinstance(error, OSError) or full:
+                raise CheckpointWriteError(_explain(error, path, full)) from error
             raise
         _fsync_directory(path.parent)  # the rename itself survives a power cut
 
@@ -117,11 +120,25 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _explain(error: OSError, path: Path) -> str:
+def _disk_full(error: BaseException, directory: Path) -> bool:
+    """Whether a failed write failed for want of space. torch.save reports a full disk as a
+    RuntimeError from its zip writer ("unexpected pos ..."), not as ENOSPC: the free space says it."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(error, Exception):
+        return False  # KeyboardInterrupt, SystemExit: not the disk
+    try:
+        return shutil.disk_usage(directory).free < FULL_BELOW_BYTES
+    except OSError:
+        return False
+
+
+def _explain(error: BaseException, path: Path, full: bool) -> str:
     kept = "the previous version of it is kept" if path.exists() else "nothing was written"
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+    reason = getattr(error, "strerror", None) or (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if full:
         return (
-            f"the disk is full: writing the checkpoint {path} failed ({error.strerror}); {kept}. "
+            f"disk full: writing the checkpoint {path} failed ({reason}); {kept}. "
             "Free some space and resume from last.ckpt, or set hydra.run.dir=... on another disk"
         )
-    return f"writing the checkpoint {path} failed ({error.strerror or error}); {kept}"
+    return f"writing the checkpoint {path} failed ({reason}); {kept}"

@@ -7,7 +7,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from classic_cnns.runs.entry_points import exit_on_user_error
-from classic_cnns.runs.config_checks import validate
+from classic_cnns.runs.config_checks import require_visible_gpu, validate
 from classic_cnns.runs.job import writable_output_dir
 
 
@@ -20,6 +20,7 @@ class CheckBeforeStart(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
             validate(config)
+            require_visible_gpu(config)
             if config.hydra.output_subdir is not None:  # the helper scripts (cli.NO_RUN_DIR) write no run dir
                 writable_output_dir(Path(config.hydra.run.dir))
 
