@@ -157,3 +157,31 @@ def test_predict_states_the_polarity_and_inverts_dark_on_light_digits(make_cfg, 
     assert all(p.probabilities != pytest.approx(q.probabilities, abs=1e-3) for p, q in zip(as_given, white_on_black))
     with pytest.raises(ClassicCNNsError, match="invert='sometimes' is not allowed"):
         predict(str(ckpt), str(black_on_white), invert="sometimes")
+
+
+def test_predict_reports_fifos_and_never_opens_them(trained, tmp_path):
+    """A FIFO given as input, or inside a directory, would block the reader forever."""
+    _, metrics = trained
+    folder = make_inputs(tmp_path / "in")
+    os.mkfifo(folder / "pipe.png")
+    os.mkfifo(tmp_path / "top.png")
+    predictions = {p.file.rsplit("/", 1)[-1]: p for p in predict(metrics["best_checkpoint"], str(folder))}
+    assert predictions["pipe.png"].error == "not a regular file (a FIFO): not read"
+    assert not predictions["big.jpg"].error
+    (top,) = predict(metrics["best_checkpoint"], str(tmp_path / "top.png"))
+    assert top.error == "not a regular file (a FIFO): not read"
+
+
+def test_batched_predictions_are_those_of_each_image_alone(trained, tmp_path):
+    _, metrics = trained
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(300):  # more than one batch of 256
+        Image.fromarray(rng.integers(0, 255, (12 + i % 9, 10 + i % 7, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    together = predict(metrics["best_checkpoint"], str(folder), topk=2)
+    assert len(together) == 300
+    for i in (0, 255, 256, 299):
+        (alone,) = predict(metrics["best_checkpoint"], str(folder / f"{i:03d}.png"), topk=2)
+        assert together[i].file == alone.file and together[i].classes == alone.classes
+        assert together[i].probabilities == pytest.approx(alone.probabilities, abs=1e-5)

@@ -1,6 +1,7 @@
 """Evaluate and predict from a checkpoint alone (scripts/evaluate.py, scripts/predict.py)."""
 
 import csv
+from concurrent.futures import ThreadPoolExecutor
 import errno
 import json
 import os
@@ -101,10 +102,14 @@ class Predictions(list):
 
 def image_files(inputs: str) -> list[tuple[Path, str]]:
     """The files of `inputs` (a file, or a directory walked recursively, following symlinks),
-    each with "" or why it cannot be read: a symlink loop or a broken symlink is reported."""
+    each with "" or why it cannot be read: a symlink loop, a broken symlink or a file that is not
+    a regular file (a FIFO would block the reader forever, a device never end) is reported."""
     root = Path(inputs)
-    if not root.is_dir():
-        return [(root, "")]
+    try:
+        if not stat.S_ISDIR(root.stat().st_mode):
+            return [(root, _not_regular(root.stat().st_mode))]
+    except OSError as error:
+        return [(root, _read_error(error))]
     found: list[tuple[Path, str]] = []
 
     def walk(folder: Path, ancestors: frozenset) -> None:
@@ -129,12 +134,21 @@ def image_files(inputs: str) -> list[tuple[Path, str]]:
                     found.append((entry, f"symlink loop (back to {entry.resolve()})"))
                 else:
                     walk(entry, ancestors | {(info.st_dev, info.st_ino)})
-            elif stat.S_ISREG(info.st_mode):
-                found.append((entry, ""))
+            else:
+                found.append((entry, _not_regular(info.st_mode)))
 
     top = root.stat()
     walk(root, frozenset({(top.st_dev, top.st_ino)}))
     return found
+
+
+def _not_regular(mode: int) -> str:
+    """"" for a regular file, else what it is (it is never opened)."""
+    if stat.S_ISREG(mode):
+        return ""
+    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    kind = next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+    return f"not a regular file ({kind}): not read"
 
 
 def _load_image(path: Path, channels: int, size) -> torch.Tensor:
@@ -165,6 +179,20 @@ def has_light_background(pixels: torch.Tensor, border: int = 2) -> bool:
 
 
 INVERT = (True, False, "auto")
+BATCH = 256  # images decoded and classified at once
+
+
+def _read(file: tuple[Path, str], info: dict, invert: bool | str, dark: bool) -> tuple[Path, torch.Tensor | None, bool, str]:
+    """(path, its pixels as the model takes them or None, whether they were inverted, why not read)."""
+    path, problem = file
+    if problem:
+        return path, None, False, problem
+    try:
+        pixels = _load_image(path, info["channels"], info["native_size"])
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
+        return path, None, False, _read_error(error)
+    inverted = invert is True or (invert == "auto" and dark and has_light_background(pixels))
+    return path, 255 - pixels if inverted else pixels, inverted, ""
 
 
 @torch.no_grad()
@@ -189,23 +217,21 @@ def predict(ckpt_path: str, inputs: str, topk: int = 3, invert: bool | str = "au
             f"This model expects light strokes on a dark background, like {datamodule.name}'s white digits on "
             f"black; {'images with a light border are inverted (invert=auto)' if invert == 'auto' else f'invert={invert}'}"
         )
-    for path, problem in image_files(inputs):
-        if problem:
-            predictions.append(Prediction(str(path), [], [], problem))
-            continue
-        try:
-            pixels = _load_image(path, info["channels"], info["native_size"])
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
-            predictions.append(Prediction(str(path), [], [], _read_error(error)))
-            continue
-        inverted = invert is True or (invert == "auto" and dark and has_light_background(pixels))
-        if inverted:
-            pixels = 255 - pixels
-        probabilities = model(datamodule.transform(pixels.unsqueeze(0).to(device))).float().softmax(1)[0]
-        top = probabilities.topk(k)
-        predictions.append(
-            Prediction(str(path), [names[i] for i in top.indices.tolist()], top.values.tolist(), inverted=inverted)
-        )
+    files = image_files(inputs)
+    for start in range(0, len(files), BATCH):  # decoded in threads, classified in one forward pass per batch
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            loaded = list(pool.map(lambda file: _read(file, info, invert, dark), files[start : start + BATCH]))
+        readable = [(path, pixels, inverted) for path, pixels, inverted, _ in loaded if pixels is not None]
+        if readable:
+            batch = torch.stack([pixels for _, pixels, _ in readable]).to(device)
+            top = model(datamodule.transform(batch)).float().softmax(1).topk(k)
+            ranked = iter(zip(top.indices.tolist(), top.values.tolist()))
+        for path, pixels, inverted, problem in loaded:
+            if pixels is None:
+                predictions.append(Prediction(str(path), [], [], problem))
+            else:
+                indices, values = next(ranked)
+                predictions.append(Prediction(str(path), [names[i] for i in indices], values, inverted=inverted))
     if not predictions:
         raise ClassicCNNsError(f"no files found in {inputs}")
     return predictions
