@@ -246,6 +246,51 @@ def test_four_workers_started_at_once_on_one_study_never_draw_the_same_parameter
     assert [t.number for t in trials(storage, "shared")] == list(range(12))
 
 
+# A worker that runs one trial and stamps its heartbeat every 0.1 s until it is killed.
+RUNNING_WORKER = """
+import sys, time
+from pathlib import Path
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from hydra_plugins.classic_cnns_sweeper.trial_liveness import Heartbeat
+
+study = optuna.load_study(study_name="shared", storage=JournalStorage(JournalFileBackend(sys.argv[1])))
+trial = study.ask({"optimizer.lr": FloatDistribution(0.005, 0.2, log=True)})
+trial.set_user_attr("sweep_dir", sys.argv[2])
+with Heartbeat(0.1) as heartbeat:
+    heartbeat.add(trial)
+    (Path(sys.argv[2]) / "ready").touch()
+    time.sleep(300)
+"""
+
+
+def test_a_killed_workers_trial_is_run_again_by_another_and_a_live_ones_is_not(tmp_path):
+    storage = str(tmp_path / "optuna.journal")
+    optuna.create_study(study_name="shared", storage=open_storage(storage), direction="maximize")
+    workers = []
+    for name in ("killed", "alive"):
+        (tmp_path / name).mkdir()
+        workers.append(subprocess.Popen([sys.executable, "-c", RUNNING_WORKER, storage, str(tmp_path / name)], stderr=subprocess.PIPE, text=True))
+        deadline = time.monotonic() + 60
+        while not (tmp_path / name / "ready").exists():  # one after the other: trial 0 is the killed worker's
+            assert workers[-1].poll() is None and time.monotonic() < deadline, workers[-1].stderr.read()[-2000:]
+            time.sleep(0.05)
+    try:
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait()
+        time.sleep(1.0)  # 10 missed beats of the killed worker; the live one keeps beating
+        study = optuna.load_study(study_name="shared", storage=open_storage(storage))
+        OptunaSweeper(heartbeat_s=0.1)._rerun_dead_trials(study)  # what any other search does after each trial
+        assert [t.state.name for t in study.trials] == ["FAIL", "RUNNING", "WAITING"]
+        rerun = study.ask({"optimizer.lr": FloatDistribution(0.005, 0.2, log=True)})
+        assert rerun.number == 2 and rerun.user_attrs["rerun_of"] == 0 and rerun.params == study.trials[0].params
+    finally:
+        workers[1].kill()
+        workers[1].wait()
+
+
 # --- whole searches ------------------------------------------------------------------------------
 def test_a_killed_search_reruns_its_running_trial_and_repeats_no_parameters(data_dir, tmp_path):
     """A real kill (SIGKILL) while trial 1 runs; the same command resumes the search."""

@@ -27,6 +27,8 @@ this one speaks its configuration language and runs on current Optuna:
   command with the same `hydra.sweep.dir` resumes a killed search: trials it left RUNNING
   run again with their parameters, and `n_trials` counts finished trials. sweep_summary.json
   lists every trial of the study with its state.
+- Searches sharing a study stamp their running trials with a heartbeat (trial_liveness.py); a
+  trial whose worker died (no stamp for 4 x `heartbeat_s`) is run again by another search.
 """
 
 import contextlib
@@ -66,12 +68,14 @@ from classic_cnns.runs.optuna_trial import PRUNED_AFTER_EPOCH, TRIAL_ENV, open_s
 
 from .checked_sweeper import CheckedSweeper, job_error
 from .per_trial_seed import SeededPerTrial
+from .trial_liveness import Heartbeat, dead_trials
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 STATUS = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}  # as sweep_summary.json says
 SLURM_TRIALS_AT_ONCE = 4  # the default on SLURM; hydra.sweeper.n_jobs sets more
 BLIND_RATIO = 4  # more than n_trials / 4 trials at once: a warning that the sampler is nearly blind
+DEAD_AFTER_BEATS = 4  # a RUNNING trial not stamped for 4 heartbeats: its worker is dead
 # Hydra's launchers log each launch ("Launching jobs", "#0 : <every override>"); launched one trial
 # at a time that is a misnumbered line full of plumbing, so the sweeper logs its own per trial.
 LAUNCHER_LOGGERS = (
@@ -227,9 +231,11 @@ class OptunaSweeper(CheckedSweeper):
         sampler: DictConfig | None = None,
         pruner: DictConfig | None = None,
         max_batch_size: int | None = None,
+        heartbeat_s: float = 30,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.n_trials, self.n_jobs, self.study_name, self.storage, self.seed = n_trials, n_jobs, study_name, storage, seed
+        self.heartbeat_s = heartbeat_s
         self.directions = [str(d) for d in direction] if isinstance(direction, (list, ListConfig)) else [str(direction)]
         self.sampler_cfg = sampler or OmegaConf.create({"_target_": "optuna.samplers.TPESampler"})
         self.pruner_cfg = pruner or OmegaConf.create({"_target_": "optuna.pruners.NopPruner"})
@@ -258,7 +264,7 @@ class OptunaSweeper(CheckedSweeper):
         study = optuna.create_study(storage=storage, study_name=self.study_name, directions=self.directions, load_if_exists=True)
         with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning, action="ignore"):
             study.set_metric_names(metrics)  # optuna-dashboard labels the objective val/acc, not "Objective 0"
-        self._rerun_killed_trials(study, sweep_dir)
+        self._rerun_dead_trials(study, sweep_dir)
         sampler = SeededPerTrial(lambda seed: instantiate(self.sampler_cfg, seed=seed, **({"search_space": grid} if grid else {})), self.seed)
         study = optuna.load_study(study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner)
         wanted = min(self.n_trials, math.prod(len(values) for values in grid.values())) if grid else self.n_trials
@@ -295,15 +301,17 @@ class OptunaSweeper(CheckedSweeper):
         entries: dict[int, dict] = {}
         running: dict[Future, optuna.Trial] = {}
         error = None
-        with launch_lines_off(), ThreadPoolExecutor(max_workers=slots, thread_name_prefix="trial") as pool:
+        with launch_lines_off(), Heartbeat(self.heartbeat_s) as heartbeat, ThreadPoolExecutor(slots, "trial") as pool:
             while True:
                 while error is None and len(running) < slots and self._finished(study) + len(running) < wanted:
                     trial = study.ask(space)
                     trial.set_user_attr("sweep_dir", str(sweep_dir))
+                    heartbeat.add(trial)
                     overrides = [*fixed, *(f"{k}={override_value(v)}" for k, v in trial.params.items())]
                     try:
                         self.validate_batch_is_legal([overrides], first_job=trial.number)
                     except ConfigError as bad_value:  # the trial fails, the search stops with one line
+                        heartbeat.remove(trial)
                         study.tell(trial, state=TrialState.FAIL)
                         error = bad_value
                         break
@@ -320,9 +328,11 @@ class OptunaSweeper(CheckedSweeper):
                     break
                 for done in wait(running, return_when=FIRST_COMPLETED).done:
                     trial = running.pop(done)
+                    heartbeat.remove(trial)
                     (result,) = done.result()
                     entries[trial.number] = self._tell(study, trial, result)
                     log.info("trial %d %s", trial.number, entries[trial.number]["status"])
+                    self._rerun_dead_trials(study)  # other workers' trials whose worker died
         if error is not None:
             raise error
         return entries
@@ -365,16 +375,20 @@ class OptunaSweeper(CheckedSweeper):
                         "sampler works nearly at random; set hydra.sweeper.n_jobs to at most %d or raise hydra.sweeper.n_trials",
                         slots, wanted, max(1, wanted // BLIND_RATIO))  # fmt: skip
 
-    @staticmethod
-    def _rerun_killed_trials(study: optuna.Study, sweep_dir: Path) -> None:
-        """Trials that a killed search of this sweep dir left RUNNING (or one killed between
-        asking for it and marking it): closed as FAIL, and the same parameters queued to run first.
-        Trials of searches in other sweep dirs sharing the study are left alone."""
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.user_attrs.get("sweep_dir", str(sweep_dir)) == str(sweep_dir):
-                log.warning("trial %d was left running by a killed search: running it again", trial.number)
-                study.tell(trial.number, state=TrialState.FAIL)
-                study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
+    def _rerun_dead_trials(self, study: optuna.Study, sweep_dir: Path | None = None) -> None:
+        """RUNNING trials whose worker is gone, closed as FAIL and their parameters queued to run
+        first (by whichever worker asks next): at the start of a search, the trials a killed
+        search of the same `sweep_dir` left; at any time, any worker's trial whose heartbeat
+        stopped (trial_liveness.py). Trials of live workers sharing the study are left alone."""
+        dead = {t.number: t for t in dead_trials(study, DEAD_AFTER_BEATS * self.heartbeat_s)}
+        if sweep_dir is not None:
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if trial.user_attrs.get("sweep_dir", str(sweep_dir)) == str(sweep_dir):
+                    dead[trial.number] = trial
+        for number, trial in sorted(dead.items()):
+            log.warning("trial %d was left running by a killed search (%s): running it again", number, trial.user_attrs.get("sweep_dir", "?"))
+            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)  # another worker may have been first
+            study.enqueue_trial(trial.params, user_attrs={"rerun_of": number})
 
     @staticmethod
     def _grid(space: dict[str, BaseDistribution]) -> dict[str, list]:
