@@ -38,10 +38,10 @@ def test_unknown_key_is_named(make_cfg):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("trainer.max_epochs=-1", "trainer.max_epochs=-1 is not allowed: use an integer >= 1"),
+        ("trainer.max_epochs=-1", "trainer.max_epochs=-1 is not allowed: use an integer from 1 to 1000000000"),
         ("pooling.name=median", "pooling.name='median' is not allowed: use one of: max, avg, min, subsampling"),
         ("data.batch_size=0", "data.batch_size=0 is not allowed"),
-        ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is not allowed: use a number > 0"),
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is not allowed: use a finite number > 0"),
         ("padding.value=full", "padding.value='full' is not allowed"),
         ("model.dropout=1.5", "model.dropout=1.5 is not allowed: use a number in"),
         ("trainer.max_epochs=ten", "trainer.max_epochs='ten' is not allowed"),

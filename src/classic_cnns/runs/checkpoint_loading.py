@@ -288,7 +288,7 @@ def _check_plain(value: Any, key: str, mappings: bool = False) -> None:
 # Callback states a resume restores: the class (the part of Lightning's state key before "{"),
 # and for each key it may hold, what its value must be. Paths are checked on their own.
 SCORE = "score"  # None, a number, or a one-element tensor
-PATH = "path"  # "" or a .ckpt file directly in the run's checkpoint directory
+PATH = "path"  # "" or a .ckpt file in the run's checkpoint directory
 CALLBACK_STATES: dict[str, dict[str, Any]] = {
     "ModelCheckpoint": {
         "monitor": (str, type(None)), "best_model_score": SCORE, "best_model_path": PATH, "current_score": SCORE,
@@ -303,8 +303,7 @@ CALLBACK_STATES: dict[str, dict[str, Any]] = {
 def rebuild_callback_states(states: Any, checkpoint_dirs: list[str]) -> dict[str, dict[str, Any]]:
     """The callback states of a checkpoint, rebuilt for a resume into `checkpoint_dirs` (the
     run's ModelCheckpoint directories): known callbacks and keys only, plain values only, and
-    every file path, resolved (`..`, symlinks), a .ckpt file directly inside one of those
-    directories, whichever keys are present or missing (Lightning deletes the files these paths
+    every file path, resolved (`..`, symlinks), a .ckpt file inside one of those directories, whichever keys are present or missing (Lightning deletes the files these paths
     name when it replaces them). Anything else raises UnsafeCheckpointError naming the key."""
     if not isinstance(states, dict):
         raise UnsafeCheckpointError(f"callbacks is a {type(states).__name__}, not a mapping")
@@ -336,7 +335,7 @@ def _state_value(value: Any, kind: Any, key: str, own: set[str]) -> Any:
     if kind == PATH:
         return "" if value == "" else _own_checkpoint_file(value, key, own)
     if kind == "dirpath":
-        if not (isinstance(value, str) and os.path.realpath(value) in own):
+        if not (isinstance(value, str) and inside(os.path.realpath(value), own, or_equal=True)):
             raise UnsafeCheckpointError(
                 f"{key}={value!r} is not this run's checkpoint directory ({', '.join(sorted(own))}): "
                 "resume a run in its own directory (hydra.run.dir=the run's folder), or start a new run"
@@ -356,12 +355,12 @@ def _state_value(value: Any, kind: Any, key: str, own: set[str]) -> Any:
 
 
 def _own_checkpoint_file(file: Any, key: str, own: set[str]) -> str:
-    """`file` resolved, when it is a .ckpt file (or not there yet) directly in one of the `own` directories."""
+    """`file` resolved, when it is a .ckpt file (or not there yet) inside one of the `own` directories."""
     resolved = os.path.realpath(file) if isinstance(file, str) and file else None
     if not (
         resolved
         and resolved.endswith(".ckpt")
-        and os.path.dirname(resolved) in own
+        and inside(resolved, own)
         and (not os.path.lexists(resolved) or os.path.isfile(resolved))
     ):
         raise UnsafeCheckpointError(
@@ -371,11 +370,17 @@ def _own_checkpoint_file(file: Any, key: str, own: set[str]) -> str:
     return resolved
 
 
+def inside(path: str, directories: set[str], or_equal: bool = False) -> bool:
+    """Whether the resolved `path` lies inside one of the resolved `directories`."""
+    return any(path.startswith(directory + os.sep) or (or_equal and path == directory) for directory in directories)
+
+
 def checkpoint_dirs(cfg) -> list[str]:
-    """The directories the run's ModelCheckpoint callbacks write to (as configured; the run's
-    `checkpoints/` folder for one without a dirpath): a resume may name files there only."""
+    """The directories the run's ModelCheckpoint callbacks write to, as configured; the run's
+    output dir when none is configured (Lightning's default one writes under its logger's
+    folder there). A resume may name .ckpt files inside them only."""
     dirs = []
     for node in (cfg.get("callbacks") or {}).values():
         if node is not None and str(node.get("_target_", "")).endswith(".ModelCheckpoint"):
-            dirs.append(str(node.get("dirpath") or Path(cfg.paths.output_dir) / "checkpoints"))
-    return dirs or [str(Path(cfg.paths.output_dir) / "checkpoints")]
+            dirs.append(str(node.get("dirpath") or cfg.paths.output_dir))
+    return dirs or [str(cfg.paths.output_dir)]

@@ -9,7 +9,7 @@ Temporary files left by a killed writer are removed at the next save into that d
 
 Given the run's checkpoint directories, the same plugin is where Lightning reads a checkpoint
 to resume from (its callback states rebuilt, checkpoint_loading.cleaned) and the only thing it
-deletes checkpoints with: a regular .ckpt file directly in one of those directories, never a
+deletes checkpoints with: a regular .ckpt file inside one of those directories, never a
 directory, never anything elsewhere, whatever a restored state says.
 """
 
@@ -55,11 +55,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def remove_checkpoint(self, path) -> None:
         if self.checkpoint_dirs is None:
             raise CheckpointWriteError(f"refused to delete {path}: no checkpoint directory was given to delete in")
+        from classic_cnns.runs.checkpoint_loading import inside
+
         resolved = os.path.realpath(path)
         own = {os.path.realpath(directory) for directory in self.checkpoint_dirs}
-        if not (resolved.endswith(".ckpt") and os.path.dirname(resolved) in own and not os.path.isdir(resolved)):
+        if not (resolved.endswith(".ckpt") and inside(resolved, own) and not os.path.isdir(resolved)):
             raise CheckpointWriteError(
-                f"refused to delete {path}: only .ckpt files directly in this run's checkpoint directory are deleted"
+                f"refused to delete {path}: only .ckpt files in this run's checkpoint directory are deleted"
             )
         Path(resolved).unlink(missing_ok=True)
 
