@@ -3,6 +3,7 @@
 import os
 import pickle
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
@@ -449,3 +450,17 @@ def test_resuming_into_another_network_names_the_weights_that_do_not_fit(make_cf
     with pytest.raises(ClassicCNNsError, match=r"ckpt_path=.*last.ckpt: the weights do not fit the network: net\.\S+ is \[120, 400\] in the checkpoint but \[120, 256\] in the network") as error:
         train(make_cfg(*common, "+model.c1_padding=0", "allow_resume_changes=true", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"))
     assert "\n" not in str(error.value)
+
+
+def test_a_resumed_run_removes_the_checkpoints_the_killed_segment_left_untracked(make_cfg, tmp_path, trained_run):
+    """A segment killed between writing epoch_NNN.ckpt and last.ckpt leaves a file the restored
+    state does not know: the resume removes it, and only files of the callbacks' own naming."""
+    run, common = trained_run
+    checkpoints = run / "checkpoints"
+    shutil.copy(checkpoints / "last.ckpt", checkpoints / "epoch_007.ckpt")  # the killed segment's
+    shutil.copy(checkpoints / "last.ckpt", checkpoints / "epoch_000-v1.ckpt")
+    (checkpoints / "my_copy.ckpt").write_text("a user's own file")
+    train(make_cfg(*common, "trainer.max_epochs=2", f"ckpt_path={checkpoints / 'last.ckpt'}"))
+    tracked = torch.load(checkpoints / "last.ckpt", weights_only=True)["callbacks"]
+    best = {Path(s["best_model_path"]).name for s in tracked.values() if isinstance(s, dict) and "best_model_path" in s}
+    assert {p.name for p in checkpoints.iterdir()} == best | {"last.ckpt", "my_copy.ckpt"}

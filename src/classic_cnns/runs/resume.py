@@ -1,9 +1,12 @@
 """Resuming a run (`ckpt_path=`): what must match the checkpoint, and what carries over."""
 
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from classic_cnns import ClassicCNNsError
 from classic_cnns.runs.checkpoint_loading import without_hydra_keys
@@ -87,3 +90,32 @@ class FitClock(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
         self.before = state_dict["fit_seconds"]
+
+
+class StrayCheckpoints(L.Callback):
+    """On resume, remove the checkpoints a killed segment left that the restored state does not
+    track: a segment killed between saving `epoch_NNN.ckpt` and `last.ckpt` leaves a file no
+    callback will ever replace or delete. Only files named by a ModelCheckpoint's own `filename`
+    pattern go (never the checkpoint resumed from, nor any file a callback tracks); deleted
+    through the checkpoint plugin, which deletes only inside the run's checkpoint directory."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.ckpt_path is None or not trainer.is_global_zero:
+            return
+        callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
+        tracked = {Path(trainer.ckpt_path).resolve()}
+        for c in callbacks:
+            paths = [c.best_model_path, c.kth_best_model_path, c.last_model_path, *c.best_k_models]
+            tracked |= {Path(path).resolve() for path in paths if path}
+        for c in callbacks:
+            pattern = _file_pattern(c)
+            for file in Path(c.dirpath).glob("*.ckpt"):
+                if file.resolve() not in tracked and pattern.fullmatch(file.name):
+                    trainer.strategy.remove_checkpoint(file)
+
+
+def _file_pattern(callback: ModelCheckpoint) -> re.Pattern:
+    """The names `callback` gives its files: its `filename` with every {field} a wildcard,
+    Lightning's -vN version suffix, .ckpt (Lightning's default: "{epoch}-{step}")."""
+    parts = re.split(r"\{[^}]*\}", callback.filename or "{epoch}-{step}")
+    return re.compile(".+?".join(map(re.escape, parts)) + r"(-v\d+)?" + re.escape(callback.FILE_EXTENSION))

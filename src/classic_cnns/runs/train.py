@@ -11,7 +11,7 @@ from classic_cnns.runs.checkpoint_loading import checkpoint_dirs, require_weight
 from classic_cnns.runs.checkpoint_writing import AtomicCheckpointIO
 from classic_cnns.runs.config_checks import build_network, require_visible_gpu, validate
 from classic_cnns.runs.optuna_trial import callbacks_for_this_trial
-from classic_cnns.runs.resume import FitClock
+from classic_cnns.runs.resume import FitClock, StrayCheckpoints
 
 
 def train(cfg: DictConfig) -> float | list[float] | None:
@@ -42,7 +42,7 @@ def train(cfg: DictConfig) -> float | list[float] | None:
     fit_clock = FitClock()  # fit_seconds over all segments of a resumed run
     first_loss = FirstTrainingLoss()
     plugins = [AtomicCheckpointIO(checkpoint_dirs(cfg))]  # atomic writes; checked loads; deletes only in the run's checkpoint dir
-    with devices.trainer(cfg, logger=loggers or False, callbacks=[*callbacks, fit_clock, first_loss], plugins=plugins) as trainer:
+    with devices.trainer(cfg, logger=loggers or False, callbacks=[*callbacks, fit_clock, first_loss, StrayCheckpoints()], plugins=plugins) as trainer:
         fit_clock.start()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         fit_seconds = fit_clock.seconds  # before validate/test restore the best checkpoint's clock
