@@ -168,6 +168,12 @@ def test_train_evaluate_predict_with_class_names(photos, tmp_path):
     assert [row["class"] for row in table] == CLASSES
     (prediction,) = predict(checkpoint, str(photos / "cat" / "00.jpg"), topk=3)
     assert sorted(prediction.classes) == CLASSES
+    other = tmp_path / "other_classes"  # evaluating on another class set would mislabel every row
+    other.mkdir()
+    for name in CLASSES:
+        (other / ("zebra" if name == CLASSES[0] else name)).symlink_to(photos / name, target_is_directory=True)
+    with pytest.raises(ClassicCNNsError, match=r"the classes in .* are .*zebra.*, the checkpoint's are"):
+        evaluate(checkpoint, output_dir=str(tmp_path / "evaluation2"), data_dir=str(other))
 
 
 def test_per_channel_normalization_must_fit_the_channels(photos, tmp_path):

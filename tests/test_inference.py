@@ -148,7 +148,7 @@ def test_predict_states_the_polarity_and_inverts_dark_on_light_digits(make_cfg, 
     white_on_black = predict(str(ckpt), str(draw_digits(tmp_path / "mnist_like", inverted=False)), topk=10)
     black_on_white = draw_digits(tmp_path / "on_paper", inverted=True)
     auto = predict(str(ckpt), str(black_on_white), topk=10)  # invert=auto is the default
-    assert "white digits on black" in auto.expects
+    assert "light strokes on a dark background, as in MNIST" in auto.expects
     assert [p.inverted for p in white_on_black] == [False] * 3 and [p.inverted for p in auto] == [True] * 3
     for original, inverted in zip(white_on_black, auto):
         assert inverted.classes == original.classes and inverted.probabilities == pytest.approx(original.probabilities)

@@ -36,6 +36,8 @@ KEYS: dict[str, set[str]] = {
     "data.placement": {WHERE, FREE_ON_RESUME},
     "data.num_workers": {WHERE, FREE_ON_RESUME},
     "data.eval_batch_size": {FREE_ON_RESUME},
+    "data.decode": {WHERE, FREE_ON_RESUME},  # data=imagefolder: decoded once or streamed, the same images
+    "data.on_bad_file": {WHERE, FREE_ON_RESUME},
     # How the run runs.
     "trainer": {WHERE},
     "trainer.max_epochs": {SCHEDULE_LENGTH},
@@ -51,6 +53,7 @@ KEYS: dict[str, set[str]] = {
     "allow_resume_changes": {WHERE},
     "tags": {WHERE, NOT_HPARAM},  # recorded on their own
     "test": {WHERE, NOT_HPARAM},
+    "top5": {WHERE, NOT_HPARAM},  # what is measured, not what is trained
     "run_name": {NOT_HPARAM},
     "compile": {WHERE},
     "compile_options": {WHERE},

@@ -59,6 +59,11 @@ def evaluate(ckpt_path: str, output_dir: str | None = None, data_dir: str | None
     model = load_classifier(ckpt_path)
     datamodule = build_datamodule(model.hparams.config, data_dir)
     names = model.hparams.data_info["class_names"]
+    if list(datamodule.class_names) != list(names):  # a folder's classes are its subfolders: they may have changed
+        raise ClassicCNNsError(
+            f"the classes in {datamodule.data_dir} are {list(datamodule.class_names)}, the checkpoint's are {list(names)}: "
+            "point data.data_dir at the data the model was trained on"
+        )
     confusion = _TestConfusion(len(names))
     trainer = L.Trainer(
         accelerator="auto", devices=1, logger=False, callbacks=[confusion], enable_checkpointing=False,
@@ -214,8 +219,8 @@ def predict(ckpt_path: str, inputs: str, topk: int = 3, invert: bool | str = "au
     predictions = Predictions()
     if dark:
         predictions.expects = (
-            f"This model expects light strokes on a dark background, like {datamodule.name}'s white digits on "
-            f"black; {'images with a light border are inverted (invert=auto)' if invert == 'auto' else f'invert={invert}'}"
+            f"This model expects light strokes on a dark background, as in {datamodule.name}; "
+            f"{'images with a light border are inverted (invert=auto)' if invert == 'auto' else f'invert={invert}'}"
         )
     files = image_files(inputs)
     for start in range(0, len(files), BATCH):  # decoded in threads, classified in one forward pass per batch
