@@ -403,6 +403,9 @@ def test_worker_counts_and_data_sizes_come_from_the_loader_not_the_file(make_cfg
     config = model.hparams.config | {"data": model.hparams.config["data"] | {"image_size": 50000}}
     with pytest.raises(UnsafeCheckpointError, match=r"config.data.image_size=50000 is not null or 1 to 1024 pixels"):
         build_datamodule(config, str(tmp_path))
+    config = model.hparams.config | {"data": model.hparams.config["data"] | {"eval_batch_size": 0}}
+    with pytest.raises(UnsafeCheckpointError, match=r"config.data.eval_batch_size=0 is not allowed: it must be an integer from 1"):
+        build_datamodule(config, str(tmp_path))  # was a ZeroDivisionError in evaluate
 
 
 class UnfilledArray:

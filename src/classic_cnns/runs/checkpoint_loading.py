@@ -30,6 +30,7 @@ from torch import nn
 from classic_cnns import ClassicCNNsError, data, models
 from classic_cnns.classifier import ImageClassifier
 from classic_cnns.data import ImageDataModule
+from classic_cnns.runs.config_checks import CHECKS
 
 
 def _exported(package, base: type, exclude: tuple[type, ...] = ()) -> dict[str, type]:
@@ -221,6 +222,10 @@ def build_datamodule(config: dict[str, Any], data_dir: str | None = None) -> Ima
         size = arguments.get(key)
         if size is not None and not (isinstance(size, int) and 1 <= size <= MAX_IMAGE_SIDE):
             raise UnsafeCheckpointError(f"config.data.{key}={size!r} is not null or 1 to {MAX_IMAGE_SIDE} pixels")
+    for key, value in arguments.items():  # the training config's own checks (eval_batch_size=0, std=[0], ...)
+        rule = CHECKS.get(f"data.{key}")
+        if rule and not rule.check(value):
+            raise UnsafeCheckpointError(f"the checkpoint's config.data.{key}={value!r} is not allowed: it must be {rule.allowed}")
     arguments |= {"data_dir": data_dir or default_data_dir(), "download": False, "num_workers": 0}
     try:
         return cls(**arguments)
