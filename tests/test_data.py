@@ -199,14 +199,15 @@ def test_placement_picks_the_loader(tmp_path):
         MNISTDataModule(tmp_path, placement="gpu")
 
 
-def test_paper_scale_feeds_mean_subtracted_0_255_values():
+def test_paper_channel_scale_feeds_0_255_values_minus_the_channel_mean():
+    """data.scale=paper_channel (the per-pixel mean image, scale=paper: tests/test_imagenet_protocol.py)."""
     mean = (0.4914, 0.4822, 0.4465)
-    dm = CIFAR10DataModule("unused", mean=mean, std=(0.2470, 0.2435, 0.2616), scale="paper")
+    dm = CIFAR10DataModule("unused", mean=mean, std=(0.2470, 0.2435, 0.2616), scale="paper_channel")
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     expected = images.float() - torch.tensor(mean).view(1, 3, 1, 1) * 255
     torch.testing.assert_close(dm.transform(images), expected, rtol=0, atol=1e-3)
     assert dm.describe()["std"] == [pytest.approx(1 / 255)] * 3  # inference on its checkpoints scales alike
-    with pytest.raises(ClassicCNNsError, match=r"data.scale='raw' is not allowed: use one of standard, paper"):
+    with pytest.raises(ClassicCNNsError, match=r"data.scale='raw' is not allowed: use one of standard, paper, paper_channel"):
         CIFAR10DataModule("unused", scale="raw")
 
 

@@ -1,5 +1,6 @@
 """ImageClassifier: the one LightningModule, wrapping any of the networks."""
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -7,6 +8,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -45,6 +47,13 @@ class ImageClassifier(L.LightningModule):
     weights and inputs NHWC; `compile` compiles the network in place (`nn.Module.compile`, so
     checkpoint keys stay the same; `compile_options` are torch.compile's keyword arguments),
     leaving the logging and the metrics outside the graph.
+
+    `top5`: also log `{stage}/acc_top5` and the paper's `{stage}/top1_error` and
+    `{stage}/top5_error` ("the fraction of test images for which the correct label is not among
+    the five labels considered most probable by the model"). A batch of crops (N, K, C, H, W),
+    the paper's ten test patches, is one prediction per image: the softmax averaged over its K
+    crops (returned as its log, a logit vector whose softmax is that average). A
+    ReduceLROnPlateau scheduler is stepped once per epoch on val/acc.
     """
 
     def __init__(
@@ -59,13 +68,14 @@ class ImageClassifier(L.LightningModule):
         compile: bool = False,
         compile_options: dict[str, Any] | None = None,
         seed: int | None = None,
+        top5: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing = label_smoothing
-        self.seed = seed
+        self.seed, self.top5 = seed, top5
         self.channels_last, self.compile_net, self.compile_options = channels_last, compile, compile_options or {}
         # Not in checkpoints (torchmetrics states are not persistent). No per-step host read:
         # nan_strategy="disable" (the NaN check reads a value every step; DivergenceGuard watches
@@ -76,6 +86,10 @@ class ImageClassifier(L.LightningModule):
         for stage in STAGES:
             self.metrics[f"{stage}_loss"] = MeanMetric(nan_strategy="disable")
             self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes=classes, average="micro", validate_args=False)
+            if top5:
+                self.metrics[f"{stage}_acc_top5"] = MulticlassAccuracy(
+                    num_classes=classes, top_k=min(5, classes), average="micro", validate_args=False
+                )
 
     def setup(self, stage: str) -> None:
         if self.channels_last is None:
@@ -87,9 +101,17 @@ class ImageClassifier(L.LightningModule):
             self.compile_net = False  # once
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        crops = x.shape[1] if x.dim() == 5 else 0
+        if crops:
+            x = x.flatten(0, 1)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
+        logits = self.net(x)
+        if not crops:
+            return logits
+        # "averaging the predictions made by the network's softmax layer on the ten patches"
+        log_probabilities = logits.float().log_softmax(1).view(-1, crops, logits.shape[1])
+        return log_probabilities.logsumexp(1) - math.log(crops)
 
     def _step(self, batch, stage: str) -> dict[str, torch.Tensor]:
         images, labels = batch
@@ -98,6 +120,8 @@ class ImageClassifier(L.LightningModule):
         losses = F.cross_entropy(logits, labels, label_smoothing=smoothing, reduction="none")
         self.metrics[f"{stage}_loss"].update(losses.detach())
         self.metrics[f"{stage}_acc"].update(logits.detach(), labels)
+        if self.top5:
+            self.metrics[f"{stage}_acc_top5"].update(logits.detach(), labels)
         return {"loss": losses.mean(), "logits": logits.detach()}  # the logits feed the TensorBoard views
 
     def _log_epoch(self, stage: str) -> None:
@@ -106,11 +130,14 @@ class ImageClassifier(L.LightningModule):
         if not self.metrics[f"{stage}_acc"].update_called:
             return
         logged = self.trainer.state.fn != "validate"
-        for name in ("loss", "acc"):
+        for name in ("loss", "acc", "acc_top5") if self.top5 else ("loss", "acc"):
             metric = self.metrics[f"{stage}_{name}"]
+            value = metric.compute()
             # the bar shows the training loss (what debug=overfit watches fall) and the val metrics
-            shown = stage != "train" or name == "loss"
-            self.log(f"{stage}/{name}", metric.compute(), prog_bar=shown, logger=logged)
+            shown = (stage != "train" or name == "loss") and name != "acc_top5"
+            self.log(f"{stage}/{name}", value, prog_bar=shown, logger=logged)
+            if name != "loss" and self.top5:
+                self.log(f"{stage}/top{5 if name == 'acc_top5' else 1}_error", 1 - value, logger=logged)
             metric.reset()
         # Lightning takes a logged "step" as the x of the charts: epochs, not optimizer steps
         # (and then adds no `epoch` chart of its own).
@@ -143,4 +170,9 @@ class ImageClassifier(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=self.trainer.estimated_stepping_batches)
+        if isinstance(scheduler, ReduceLROnPlateau):  # the paper's "when the validation error rate stopped improving"
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val/acc"},
+            }
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,7 +1,7 @@
 """Learning-rate schedules that stay sound at the edges (fits of a handful of steps)."""
 
 import torch
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
 
 from classic_cnns import warn_user
 
@@ -24,3 +24,10 @@ def one_cycle(optimizer: torch.optim.Optimizer, total_steps: int, max_lr: float,
         return LambdaLR(optimizer, lambda step: 1.0)
     warmup_end = min(max(pct_start * total_steps - 1, 1), total_steps - 2)
     return OneCycleLR(optimizer, max_lr, total_steps=total_steps, pct_start=(warmup_end + 1) / total_steps, **options)
+
+
+def reduce_on_plateau(optimizer: torch.optim.Optimizer, total_steps: int, factor: float = 0.1, patience: int = 5, **options) -> ReduceLROnPlateau:
+    """The AlexNet paper's schedule: the learning rate divided by 10 (`factor`) when val/acc
+    (the validation error) has not improved for `patience` epochs; `total_steps` is unused.
+    The classifier steps it once per epoch on val/acc."""
+    return ReduceLROnPlateau(optimizer, mode="max", factor=factor, patience=patience, **options)

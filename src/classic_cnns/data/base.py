@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader
 from classic_cnns import ClassicCNNsError
 
 from .batching import PLACEMENTS, DeviceBatches, Placement, TensorBatches, check_batch_size, fits_on_device, host_loader
-from .transforms import SCALES, BatchTransform, normalization
+from .transforms import SCALES, TEST_CROPS, BatchTransform, normalization, pixel_statistics
 
-__all__ = ["PLACEMENTS", "SCALES", "VAL_FROM", "DatasetNotFoundError", "ImageDataModule"]
+__all__ = ["PLACEMENTS", "SCALES", "TEST_CROPS", "VAL_FROM", "DatasetNotFoundError", "ImageDataModule"]
 
 # Where the validation images come from: "random", a hold-out of `val_size` drawn with
 # `split_seed`; "end", the last `val_size` training images in file order (Keras's
@@ -41,8 +41,10 @@ class ImageDataModule(L.LightningDataModule):
 
     `seed` seeds the training order of each epoch (train() passes the run's seed).
     `scale`: "standard" feeds (x - mean) / std with x in [0, 1] (about unit variance);
-    "paper" feeds the AlexNet paper's raw pixel values minus the mean, 0-255 units (here the
-    per-channel `mean`, where the paper subtracted a per-pixel mean image), `std` unused.
+    "paper" feeds the AlexNet paper's raw pixel values minus the mean image of the training
+    split (per pixel), 0-255 units, `mean` and `std` unused; "paper_channel" the same minus the
+    per-channel `mean`. `crop_size`, `test_crops` and `lighting` are the paper's patches, ten
+    test crops and PCA lighting noise (transforms.BatchTransform; docs/imagenet-protocol.md).
     `val_from` says where the validation images come from (see VAL_FROM)."""
 
     name: str
@@ -73,6 +75,9 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 0,
         scale: str = "standard",
         val_from: str = "random",
+        crop_size: int | None = None,
+        test_crops: str = "center",
+        lighting: float = 0.0,
     ) -> None:
         super().__init__()
         if val_from not in VAL_FROM:
@@ -85,7 +90,13 @@ class ImageDataModule(L.LightningDataModule):
         self.mean, self.std = normalization(mean, std, scale)  # (1, C, 1, 1), fixed from here on
         self.image_size, self.pad_to = image_size, pad_to
         self.crop_padding, self.horizontal_flip = crop_padding, horizontal_flip
-        self.batch_transform = BatchTransform(self.mean, self.std, self.input_size, pad_to, crop_padding, horizontal_flip)
+        if crop_size is not None and not (isinstance(crop_size, int) and crop_size >= 1):
+            raise ClassicCNNsError(f"data.crop_size={crop_size!r} is not allowed: use an integer >= 1, or null for no patches")
+        self.crop_size = crop_size
+        self.batch_transform = BatchTransform(
+            self.mean, self.std, self.input_size, pad_to, crop_padding, horizontal_flip,
+            crop_size=crop_size, test_crops=test_crops, mean_image=scale == "paper", lighting=lighting,
+        )  # fmt: skip
         self.download, self.placement, self.num_workers = download, placement, num_workers
         self._placement = Placement(placement, self._auto_placement)
         self.splits: dict[str, TensorBatches] = {}
@@ -98,7 +109,7 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def input_size(self) -> tuple[int, int]:
-        size = self.image_size or self.pad_to
+        size = self.image_size or self.crop_size or self.pad_to
         return (size, size) if size else self.native_size
 
     def describe(self) -> dict:
@@ -273,4 +284,14 @@ class ImageDataModule(L.LightningDataModule):
 
     def transform(self, images: torch.Tensor, train: bool = False) -> torch.Tensor:
         """uint8 (N, C, H, W) -> normalized float, augmented when `train`, resized to `input_size`."""
+        if self.batch_transform.needs_statistics:
+            self.fit_statistics()
         return self.batch_transform(images, train)
+
+    def fit_statistics(self) -> None:
+        """The training split's mean image and pixel covariance, for data.scale=paper and the
+        lighting noise: computed once from the stored training images (before augmentation),
+        reading the training split first where it was not read (evaluate, predict)."""
+        if "train" not in self.splits:
+            self.setup("fit")
+        self.batch_transform.fit(pixel_statistics(self.splits["train"]))

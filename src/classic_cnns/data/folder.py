@@ -41,6 +41,9 @@ from .batching import TensorBatches
 
 ON_BAD_FILE = ("skip", "error")
 DECODE = ("auto", "once", "stream")
+# How an image becomes image_size x image_size: "stretch", resized to it whatever its aspect;
+# "shorter_side", the AlexNet paper's: shorter side resized to image_size, then the central square.
+RESIZE = ("stretch", "shorter_side")
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"}
 THREADS = min(8, os.cpu_count() or 1)
 CHANNELS_SAMPLE = 64  # images (spread over the classes) whose modes decide `channels` when it is not configured
@@ -119,13 +122,27 @@ def read_headers(paths: list[Path]) -> list[tuple[str, str]]:
             return list(pool.map(read_header, paths))
 
 
-def decode_image(path: Path, channels: int, size: int) -> np.ndarray:
+def decode_image(path: Path, channels: int, size: int, resize: str = "stretch") -> np.ndarray:
     """uint8 (C, size, size): the image converted to grey or RGB and resized (bilinear), as
-    scripts/predict.py converts an image for a model trained on it."""
+    scripts/predict.py converts an image for a model trained on it; resize="shorter_side"
+    keeps the aspect (see `square`)."""
     with Image.open(path) as image:
-        image = image.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+        image = square(image.convert("L" if channels == 1 else "RGB"), size, resize)
         pixels = np.asarray(image, dtype=np.uint8)
     return np.ascontiguousarray(pixels[None] if channels == 1 else pixels.transpose(2, 0, 1))  # a writable copy
+
+
+def square(image: Image.Image, size: int, resize: str) -> Image.Image:
+    """`image` as size x size: stretched, or (the paper's "rescaled the image such that the
+    shorter side was of length 256, and then cropped out the central 256x256 patch") its
+    shorter side resized to `size` and the central square cut (offsets rounded down)."""
+    if resize == "stretch":
+        return image.resize((size, size), Image.BILINEAR)
+    width, height = image.size
+    scale = size / min(width, height)
+    width, height = max(size, round(width * scale)), max(size, round(height * scale))
+    left, top = (width - size) // 2, (height - size) // 2
+    return image.resize((width, height), Image.BILINEAR).crop((left, top, left + size, top + size))
 
 
 @dataclass
@@ -233,8 +250,8 @@ class FolderImages(Dataset):
     cannot be decoded gives label -1, and the module leaves it out of its batch (or, with
     on_bad_file=error, stops with its path)."""
 
-    def __init__(self, files: list[tuple[Path, int]], channels: int, size: int, on_bad_file: str) -> None:
-        self.files, self.channels, self.size, self.on_bad_file = files, channels, size, on_bad_file
+    def __init__(self, files: list[tuple[Path, int]], channels: int, size: int, on_bad_file: str, resize: str = "stretch") -> None:
+        self.files, self.channels, self.size, self.on_bad_file, self.resize = files, channels, size, on_bad_file, resize
 
     def __len__(self) -> int:
         return len(self.files)
@@ -242,7 +259,7 @@ class FolderImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
         path, label = self.files[index]
         try:
-            return torch.from_numpy(decode_image(path, self.channels, self.size)), label, ""
+            return torch.from_numpy(decode_image(path, self.channels, self.size, self.resize)), label, ""
         except Exception as error:
             if self.on_bad_file == "error":
                 raise ClassicCNNsError(f"{path} cannot be decoded ({type(error).__name__}: {error})") from None
@@ -279,8 +296,10 @@ def _available_memory() -> int:
 class ImageFolderDataModule(ImageDataModule):
     """A folder of class folders (see the module docstring). `channels`: 1 (grey) or 3 (RGB);
     null: 1 when the first images are all grey, else 3. `val_fraction`/`test_fraction`: what
-    each class gives to validation and test where the folder has no val/ (test/). `download`
-    is every data module's argument; a folder has nothing to download."""
+    each class gives to validation and test where the folder has no val/ (test/). `resize`: see
+    RESIZE. `crop_size`: the patches fed to the network (image_size when null), see
+    transforms.BatchTransform. `download` is every data module's argument; a folder has nothing
+    to download."""
 
     name = "image folder"
 
@@ -305,7 +324,13 @@ class ImageFolderDataModule(ImageDataModule):
         num_workers: int = 0,
         seed: int = 0,
         scale: str = "standard",
+        resize: str = "stretch",
+        crop_size: int | None = None,
+        test_crops: str = "center",
+        lighting: float = 0.0,
     ) -> None:
+        if resize not in RESIZE:
+            raise ClassicCNNsError(f"data.resize={resize!r} is not allowed: use one of {', '.join(RESIZE)}")
         if decode not in DECODE:
             raise ClassicCNNsError(f"data.decode={decode!r} is not allowed: use one of {', '.join(DECODE)}")
         if on_bad_file not in ON_BAD_FILE:
@@ -318,12 +343,12 @@ class ImageFolderDataModule(ImageDataModule):
             if not 0 <= fraction < 1:
                 raise ClassicCNNsError(f"data.{key}={fraction!r} is not allowed: use a number in [0, 1)")
         self.configured_channels, self.val_fraction, self.test_fraction = channels, val_fraction, test_fraction
-        self.decode, self.on_bad_file = decode, on_bad_file
+        self.decode, self.on_bad_file, self.resize = decode, on_bad_file, resize
         super().__init__(
             data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size, split_seed=split_seed,
             mean=mean, std=std, image_size=image_size, crop_padding=crop_padding,
             horizontal_flip=horizontal_flip, download=download, placement=placement, num_workers=num_workers,
-            seed=seed, scale=scale,
+            seed=seed, scale=scale, crop_size=crop_size, test_crops=test_crops, lighting=lighting,
         )  # fmt: skip
         self.scan: FolderScan | None = None
         self.streaming = False
@@ -332,6 +357,11 @@ class ImageFolderDataModule(ImageDataModule):
     @property
     def native_size(self) -> tuple[int, int]:
         return (self.image_size, self.image_size)  # every image is resized to it when decoded
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        size = self.crop_size or self.image_size  # image_size is the decoded size, not a resize on the device
+        return (size, size)
 
     @property
     def folder(self) -> Path:
@@ -409,7 +439,7 @@ class ImageFolderDataModule(ImageDataModule):
             if not files[split]:
                 raise ClassicCNNsError(f"{self.data_dir}: no {split} images ({self._split_source(split)})")
             if self.streaming:
-                self.splits[split] = FolderImages(files[split], self.channels, self.image_size, self.on_bad_file)
+                self.splits[split] = FolderImages(files[split], self.channels, self.image_size, self.on_bad_file, self.resize)
             elif split == "test" and files["test"] is files["val"] and "val" in self.splits:
                 self.splits["test"] = self.splits["val"]  # no test/: the test metrics are val/'s
             else:
@@ -446,7 +476,7 @@ class ImageFolderDataModule(ImageDataModule):
 
         def one(path: Path) -> np.ndarray | str:
             try:
-                return decode_image(path, self.channels, self.image_size)
+                return decode_image(path, self.channels, self.image_size, self.resize)
             except Exception as error:
                 return f"cannot be decoded ({type(error).__name__}: {error})"
 

@@ -16,6 +16,9 @@ POOL_AFTER = (0, 1, 4)  # overlapping max pooling follows conv1, conv2 and conv5
 LRN_AFTER = (0, 1)  # the paper normalizes the responses of conv1 and conv2 only
 SPLIT_ACROSS_GPUS = (1, 3, 4)  # conv2, conv4, conv5 see only the maps on their own GPU
 FC_LAYERS = ("fc6", "fc7", "fc8")
+# init="paper": "We initialized the neuron biases in the second, fourth, and fifth convolutional
+# layers, as well as in the fully-connected hidden layers, with the constant 1."
+BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")
 # The input normalization torchvision's ImageNet weights (AlexNet_Weights.IMAGENET1K_V1) were
 # trained with, per RGB channel on [0, 1] pixels: data.mean and data.std when model.pretrained=true.
 IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -45,7 +48,7 @@ class AlexNet(nn.Module):
     `dropout_before=("fc7", "fc8")` drops FC6's and FC7's outputs (theirs) instead of FC6's and
     FC7's inputs (the paper's and torchvision's order); `pool_paddings` gives each of the three
     poolings Keras's "valid" or "same" padding; `init="keras"` is Keras's Glorot-uniform
-    initialization (see layers.initialize).
+    initialization (see layers.initialize). `init="paper"` is the 2012 paper's (`paper_initialization`).
     """
 
     def __init__(
@@ -104,12 +107,26 @@ class AlexNet(nn.Module):
             classifier += [fc] if name == "fc8" else [fc, layers.activation_layer()]
         self.classifier = nn.Sequential(*classifier)  # by default torchvision's indices: FC8 is classifier[6]
 
-        initialize(self, init)
+        if init == "paper":
+            paper_initialization(self)
+        else:
+            initialize(self, init)
         if pretrained:
             load_torchvision_weights(self)
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def paper_initialization(net: AlexNet) -> None:
+    """The paper: "We initialized the weights in each layer from a zero-mean Gaussian distribution
+    with standard deviation 0.01", biases 1 in BIAS_ONE and "the constant 0" in the others."""
+    convs = [m for m in net.features.modules() if isinstance(m, nn.Conv2d)]
+    fcs = [m for m in net.classifier if isinstance(m, nn.Linear)]
+    for name, layer in zip(("conv1", "conv2", "conv3", "conv4", "conv5", *FC_LAYERS), convs + fcs, strict=True):
+        nn.init.normal_(layer.weight, 0.0, 0.01)
+        if layer.bias is not None:
+            nn.init.constant_(layer.bias, 1.0 if name in BIAS_ONE else 0.0)
 
 
 def load_torchvision_weights(net: AlexNet) -> None:

@@ -15,12 +15,10 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
 from classic_cnns.classifier import epochs_done
-from classic_cnns.plotting import confusion_figure, images_figure
+from classic_cnns.data.transforms import first_crop
 from classic_cnns.layer_table import summarize, to_markdown
-
 from classic_cnns.models.layers import stage  # noqa: E402
-from classic_cnns.layer_table import summarize, to_markdown  # noqa: E402
-
+from classic_cnns.plotting import confusion_figure, images_figure
 
 
 def per_class_accuracy(matrix: torch.Tensor) -> torch.Tensor:
@@ -75,7 +73,7 @@ class TensorBoardViews(L.Callback):
             return
         self.confusion.update(outputs["logits"], batch[1])
         if self.example is None:
-            self.example = batch[0][:1].clone()
+            self.example = first_crop(batch[0][:1]).clone()
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not self.collect:
@@ -122,7 +120,7 @@ class TensorBoardViews(L.Callback):
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not self.collect:
             return
-        images, labels = batch
+        images, labels = first_crop(batch[0]), batch[1]
         logits = outputs["logits"]
         self.test_confusion.update(logits, labels)
         losses = F.cross_entropy(logits.float(), labels, reduction="none")

@@ -37,6 +37,7 @@ def train(cfg: DictConfig) -> float | list[float] | None:
         compile=cfg.compile,
         compile_options=OmegaConf.to_container(cfg.compile_options),
         seed=seed,
+        top5=cfg.get("top5", False),
     )
     loggers, callbacks = job.instantiate_all(cfg.get("logger")), job.instantiate_all(cfg.get("callbacks")) + callbacks_for_this_trial()
     fit_clock = FitClock()  # fit_seconds over all segments of a resumed run
