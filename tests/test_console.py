@@ -131,7 +131,7 @@ def test_config_tree_prints_bracketed_values_as_given(make_cfg):
     out = StringIO()
     Console(file=out, width=200).print(config_tree(cfg))
     text = out.getvalue()
-    for given in ("tags=[a,b]", "logger=[tensorboard,csv]", "optimized_metric=[val/acc,fit_seconds]", "tags: ['a', 'b']"):
+    for given in ("tags=[a,b]", "logger=[tensorboard,csv]", "optimized_metric=[val/acc,fit_seconds]", "tags: [a,b]"):
         assert given in text, given  # not read as markup and dropped
 
 

@@ -112,6 +112,12 @@ class ProgressBar(RichProgressBar):
             self.progress.live.transient = True
         super().refresh(hard)
 
+    def on_train_end(self, trainer, pl_module) -> None:
+        # The module logs the epoch's train/loss after the bar took its epoch-end metrics: take
+        # them again, so that the bar left on screen shows the last epoch's, as the closing line does.
+        self.on_train_epoch_end(trainer, pl_module)
+        super().on_train_end(trainer, pl_module)
+
     def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
@@ -137,7 +143,8 @@ def config_tree(cfg: DictConfig, hydra: DictConfig | None = None) -> Tree:
         branch = tree.add("overrides")
         for override in keys:
             branch.add(f"[bold yellow]{escape(override)}[/]")
-    seed, tags, test = (escape(str(value)) for value in (cfg.get("seed"), list(cfg.get("tags") or []), cfg.get("test", True)))
+    values = {"seed": cfg.get("seed"), "tags": list(cfg.get("tags") or []), "test": cfg.get("test", True)}
+    seed, tags, test = (escape(given[key] if key in given else str(value)) for key, value in values.items())  # a sweep's seed=0,1 too
     tree.add(f"seed: [cyan]{seed}[/]  tags: [cyan]{tags}[/]  test: [cyan]{test}[/]")
     return tree
 
