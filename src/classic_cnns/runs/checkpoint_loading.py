@@ -174,7 +174,10 @@ def require_weights_fit(expected: dict[str, torch.Size], held: dict[str, torch.T
 def weight_shapes(path: str | Path) -> dict[str, torch.Tensor]:
     """The state_dict of a checkpoint (read by read_checkpoint before) as meta tensors: shapes
     only, nothing read into memory."""
-    return torch.load(path, map_location="meta", weights_only=True, mmap=True)["state_dict"]
+    try:
+        return torch.load(path, map_location="meta", weights_only=True, mmap=True)["state_dict"]
+    except RuntimeError:  # a file in torch's legacy (non-zip) format cannot be memory-mapped
+        return torch.load(path, map_location="meta", weights_only=True)["state_dict"]
 
 
 def load_classifier(path: str | Path, map_location: str = "cpu") -> ImageClassifier:
