@@ -100,7 +100,7 @@ def test_a_wrong_value_of_any_key_is_one_line_naming_it_before_the_run_dir(compo
     def refused(value):
         bad = copy.deepcopy(base)
         with open_dict(bad):
-            OmegaConf.update(bad, key, value, force_add=True)
+            OmegaConf.update(bad, key, value, merge=False, force_add=True)  # as an override: the value replaced
         if key == "topk":  # scripts/predict.py validates its own config
             with pytest.raises(ConfigError) as error:
                 validate(bad)
