@@ -1,14 +1,16 @@
-"""DDP on the CPU (gloo, two spawned ranks): what the ranks agree on and what they count."""
+"""DDP on the CPU (gloo, two ranks spawned or forked): what the ranks agree on and what they count."""
 
+from functools import partial
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
-from classic_cnns.data import MNISTDataModule
+from classic_cnns.data import ImageFolderDataModule, MNISTDataModule
 from classic_cnns.classifier import ImageClassifier
 
 from .conftest import write_idx
@@ -56,3 +58,75 @@ def test_ranks_share_rank_0s_placement_and_count_each_test_image_once(tmp_path):
     assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["DeviceBatches", "DeviceBatches"]
     # 1 of 3 images is a 0; repeating image 0 to pad rank 1's share would count 2 of 4
     assert metrics["test/acc"] == pytest.approx(1 / 3)
+
+
+FOLDER_IMAGES, FOLDER_SIZE, FOLDER_CROP = 16, 16, 12
+
+
+def write_position_folder(root: Path) -> None:
+    """train/ of 16 PNGs (lossless) whose pixels say which image and where they are: red = the
+    image's id, green = 10 x row, blue = 10 x column; val/ one image per class."""
+    rows, cols = np.mgrid[:FOLDER_SIZE, :FOLDER_SIZE]
+    for split, count in (("train", FOLDER_IMAGES), ("val", 2)):
+        for image_id in range(count):
+            folder = root / split / ("ab"[image_id % 2])
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = np.stack([np.full_like(rows, image_id), 10 * rows, 10 * cols], -1).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{image_id:02d}.png")
+
+
+class RecordsTrainingCrops(ImageFolderDataModule):
+    """Appends, per rank, (image id, crop top, crop left, flipped) of every training image it feeds."""
+
+    def __init__(self, data_dir: Path, record_dir: Path, decode: str) -> None:
+        super().__init__(
+            str(data_dir), image_size=FOLDER_SIZE, crop_size=FOLDER_CROP, channels=3, batch_size=4,
+            mean=[0.0], std=[1.0], decode=decode, num_workers=1 if decode == "stream" else 0,
+        )  # fmt: skip
+        self.record_dir = record_dir
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = super().on_after_batch_transfer(batch, dataloader_idx)
+        if self.trainer.training:
+            pixels = (images * 255).round().long()  # mean 0, std 1: x / 255
+            first, last = pixels[:, 2, 0, 0], pixels[:, 2, 0, -1]
+            with open(self.record_dir / f"rank{self.trainer.global_rank}", "a") as record:
+                for image_id, top, left, flipped in zip(
+                    pixels[:, 0, 0, 0], pixels[:, 1, 0, 0] // 10, torch.minimum(first, last) // 10, first > last
+                ):
+                    record.write(f"{image_id} {top} {left} {int(flipped)}\n")
+        return images, labels
+
+
+def test_a_streamed_folder_is_sharded_across_ranks_each_with_its_own_augmentation(tmp_path):
+    """Two gloo ranks, one epoch of a streamed folder (decoded in a DataLoader worker): together
+    they see every training image exactly once, and draw different crops and flips."""
+    write_position_folder(tmp_path / "photos")
+    trainer = L.Trainer(
+        strategy="ddp_fork", accelerator="cpu", devices=2, max_epochs=1, limit_val_batches=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * FOLDER_CROP**2, 2))
+    model = ImageClassifier(net, optimizer=partial(torch.optim.SGD, lr=0.01), seed=0)
+    trainer.fit(model, datamodule=RecordsTrainingCrops(tmp_path / "photos", tmp_path, decode="stream"))
+    seen = [[tuple(map(int, line.split())) for line in (tmp_path / f"rank{r}").read_text().splitlines()] for r in (0, 1)]
+    assert [len(crops) for crops in seen] == [FOLDER_IMAGES // 2] * 2
+    assert sorted(image_id for crops in seen for image_id, *_ in crops) == list(range(FOLDER_IMAGES))
+    augmentations = [[tuple(crop) for _, *crop in crops] for crops in seen]
+    assert augmentations[0] != augmentations[1]  # the same stream on both ranks would draw the same sequence
+    assert len({crop for crops in augmentations for crop in crops}) > 1  # the crops and flips are random at all
+
+
+def test_a_folder_in_memory_is_sharded_across_ranks(tmp_path):
+    """decode=once takes CIFAR-10's path: each rank's index slices of the one epoch order (in
+    process: the ranks' augmentation streams are tests/test_randomness.py's)."""
+    write_position_folder(tmp_path / "photos")
+    dm = RecordsTrainingCrops(tmp_path / "photos", tmp_path, decode="once")
+    dm.setup("fit")
+    shares = [
+        [int(i) for images, _ in dm.device_batches("train", "cpu", shuffle=True, rank=rank, world_size=2, epoch=lambda: 1)
+         for i in images[:, 0, 0, 0]]
+        for rank in (0, 1)
+    ]  # fmt: skip
+    assert [len(share) for share in shares] == [FOLDER_IMAGES // 2] * 2
+    assert sorted(shares[0] + shares[1]) == list(range(FOLDER_IMAGES))
