@@ -33,7 +33,9 @@ def test_multirun_gives_each_job_its_own_dir_and_tensorboard_run(data_dir, tmp_p
         assert tensorboard_run(job) == job / f"pooling={pooling}"  # only what the sweep varies
         events = EventAccumulator(str(job / f"pooling={pooling}")).Reload()
         experiment = HParamsPluginData.FromString(events.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
-        assert [h.name for h in experiment.hparam_infos if h.differs] == ["choices/pooling"]  # TensorBoard shows it first
+        # the table's columns: what the sweep varies, then the metrics, accuracies first (not 5 config columns first)
+        assert [(h.name, h.differs) for h in experiment.hparam_infos] == [("choices/pooling", True)]
+        assert [m.name.tag for m in experiment.metric_infos][:2] == ["hp/val_acc", "hp/test_acc"]
     assert result.stdout.rstrip().splitlines()[-3:] == [
         f"2 finished, 0 failed (every job's status: {sweep.relative_to(tmp_path)}/sweep_summary.json)",
         f"report       python {ROOT / 'scripts' / 'report.py'} {sweep.relative_to(tmp_path)}",  # run from elsewhere: no ../../

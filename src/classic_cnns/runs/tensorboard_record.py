@@ -160,8 +160,11 @@ def log_hparams(loggers, config: dict[str, Any], seed: int, metrics: dict[str, A
 
 def _write_tensorboard_hparams(logger, flat: dict[str, Any], final: dict[str, float], differing: set[str]) -> None:
     """TensorBoard's hparams summaries (what `SummaryWriter.add_hparams` writes, but into this
-    run instead of a new one), with the swept keys marked `differs`: TensorBoard sorts those
-    first and shows the first five columns by default."""
+    run instead of a new one). TensorBoard's table shows the first five hparam columns (`differs`
+    first, then by name) before any metric, about 160 pixels each: so a sweep's table lists only
+    the keys the sweep varies (marked `differs`), and its metrics follow them on screen. Every
+    value stays in each run's record (hparams.yaml, the session's hparams); a single run lists
+    its group choices."""
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
     from torch.utils.tensorboard.summary import hparams
 
@@ -170,6 +173,9 @@ def _write_tensorboard_hparams(logger, flat: dict[str, Any], final: dict[str, fl
     experiment, session_start, session_end = hparams(flat, final)
     plugin_data = experiment.value[0].metadata.plugin_data
     content = HParamsPluginData.FromString(plugin_data.content)
+    listed = [info for info in content.experiment.hparam_infos if info.name in differing or not differing and info.name.startswith("choices/")]
+    del content.experiment.hparam_infos[:]
+    content.experiment.hparam_infos.extend(listed)
     for info in content.experiment.hparam_infos:
         info.differs = info.name in differing
     plugin_data.content = content.SerializeToString()
