@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from classic_cnns.classifier import ImageClassifier
-from classic_cnns.data import CIFAR10DataModule
+from classic_cnns.data import CIFAR10DataModule, ImageFolderDataModule
 from classic_cnns.data.folder import square
 from classic_cnns.data.transforms import BatchTransform, lighting_noise, pixel_statistics, ten_crops
 from classic_cnns.models import AlexNet
@@ -128,6 +128,24 @@ def test_data_scale_paper_subtracts_the_training_splits_mean_image(data_dir):
     channel = CIFAR10DataModule(str(data_dir), scale="paper_channel", mean=mean, download=False)
     expected = test_images.float() - torch.tensor(mean).view(1, 3, 1, 1) * 255
     torch.testing.assert_close(channel.transform(test_images), expected, atol=1e-3, rtol=0)
+
+
+def test_a_streamed_folder_gets_the_same_mean_image_as_a_decoded_one(tmp_path):
+    """A folder decoded every epoch (data.decode=stream) reads its training images once, in
+    chunks, for the mean image; the same as the one of the images held in memory."""
+    rng = np.random.default_rng(1)
+    for label in range(2):
+        (tmp_path / f"c{label}").mkdir()
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 256, (9, 12, 3), dtype=np.uint8)).save(tmp_path / f"c{label}" / f"{i}.png")
+    mean_images = []
+    for decode in ("once", "stream"):
+        folder = ImageFolderDataModule(str(tmp_path), image_size=8, resize="shorter_side", decode=decode, scale="paper")
+        folder.setup("fit")
+        folder.fit_statistics()
+        mean_images.append(folder.batch_transform.mean)
+    torch.testing.assert_close(mean_images[0], mean_images[1])
+    assert mean_images[0].shape == (1, 3, 8, 8)
 
 
 def test_pca_lighting_noise():
