@@ -60,27 +60,28 @@ def test_ranks_share_rank_0s_placement_and_count_each_test_image_once(tmp_path):
     assert metrics["test/acc"] == pytest.approx(1 / 3)
 
 
-FOLDER_IMAGES, FOLDER_SIZE, FOLDER_CROP = 16, 16, 12
+FOLDER_IMAGES, FOLDER_SIZE, FOLDER_PADDING = 16, 16, 2
 
 
 def write_position_folder(root: Path) -> None:
     """train/ of 16 PNGs (lossless) whose pixels say which image and where they are: red = the
-    image's id, green = 10 x row, blue = 10 x column; val/ one image per class."""
+    image's id, green = 10 x (row + 1), blue = 10 x (column + 1); val/ one image per class."""
     rows, cols = np.mgrid[:FOLDER_SIZE, :FOLDER_SIZE]
     for split, count in (("train", FOLDER_IMAGES), ("val", 2)):
         for image_id in range(count):
             folder = root / split / ("ab"[image_id % 2])
             folder.mkdir(parents=True, exist_ok=True)
-            pixels = np.stack([np.full_like(rows, image_id), 10 * rows, 10 * cols], -1).astype(np.uint8)
+            pixels = np.stack([np.full_like(rows, image_id), 10 * rows + 10, 10 * cols + 10], -1).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"{image_id:02d}.png")
 
 
 class RecordsTrainingCrops(ImageFolderDataModule):
-    """Appends, per rank, (image id, crop top, crop left, flipped) of every training image it feeds."""
+    """Appends, per rank, (image id, crop offset down, crop offset right, flipped) of every training
+    image it feeds, read off its centre pixels (the corners may be the crop's zero padding)."""
 
     def __init__(self, data_dir: Path, record_dir: Path, decode: str) -> None:
         super().__init__(
-            str(data_dir), image_size=FOLDER_SIZE, crop_size=FOLDER_CROP, channels=3, batch_size=4,
+            str(data_dir), image_size=FOLDER_SIZE, crop_padding=FOLDER_PADDING, channels=3, batch_size=4,
             mean=[0.0], std=[1.0], decode=decode, num_workers=1 if decode == "stream" else 0,
         )  # fmt: skip
         self.record_dir = record_dir
@@ -88,13 +89,13 @@ class RecordsTrainingCrops(ImageFolderDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = super().on_after_batch_transfer(batch, dataloader_idx)
         if self.trainer.training:
-            pixels = (images * 255).round().long()  # mean 0, std 1: x / 255
-            first, last = pixels[:, 2, 0, 0], pixels[:, 2, 0, -1]
+            centre = FOLDER_SIZE // 2
+            pixels = (images[..., centre, centre : centre + 2] * 255).round().long()  # mean 0, std 1: x / 255
+            image_id, row, col = pixels[:, 0, 0], pixels[:, 1, 0] // 10 - 1, pixels[:, 2, 0] // 10 - 1
+            flipped = pixels[:, 2, 0] > pixels[:, 2, 1]
             with open(self.record_dir / f"rank{self.trainer.global_rank}", "a") as record:
-                for image_id, top, left, flipped in zip(
-                    pixels[:, 0, 0, 0], pixels[:, 1, 0, 0] // 10, torch.minimum(first, last) // 10, first > last
-                ):
-                    record.write(f"{image_id} {top} {left} {int(flipped)}\n")
+                for crop in zip(image_id, row - centre, col - centre, flipped):
+                    record.write(" ".join(str(int(value)) for value in crop) + "\n")
         return images, labels
 
 
@@ -106,7 +107,7 @@ def test_a_streamed_folder_is_sharded_across_ranks_each_with_its_own_augmentatio
         strategy="ddp_fork", accelerator="cpu", devices=2, max_epochs=1, limit_val_batches=0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
-    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * FOLDER_CROP**2, 2))
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * FOLDER_SIZE**2, 2))
     model = ImageClassifier(net, optimizer=partial(torch.optim.SGD, lr=0.01), seed=0)
     trainer.fit(model, datamodule=RecordsTrainingCrops(tmp_path / "photos", tmp_path, decode="stream"))
     seen = [[tuple(map(int, line.split())) for line in (tmp_path / f"rank{r}").read_text().splitlines()] for r in (0, 1)]
