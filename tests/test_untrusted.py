@@ -467,3 +467,17 @@ def test_a_resumed_run_removes_the_checkpoints_the_killed_segment_left_untracked
     tracked = torch.load(checkpoints / "last.ckpt", weights_only=True)["callbacks"]
     best = {Path(s["best_model_path"]).name for s in tracked.values() if isinstance(s, dict) and "best_model_path" in s}
     assert {p.name for p in checkpoints.iterdir()} == best | {"last.ckpt", "my_copy.ckpt"}
+
+
+def test_the_states_the_restored_callbacks_write_pass_the_allowlist(tmp_path):
+    """What Lightning's own callbacks (this version's keys) and FitClock write rebuilds as it is."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from classic_cnns.runs.resume import FitClock
+
+    own = tmp_path / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=own, monitor="val/acc")
+    checkpoint.best_model_path = str(own / "epoch_001.ckpt")
+    states = {"EarlyStopping{'monitor': 'val/acc'}": EarlyStopping(monitor="val/acc").state_dict(), "FitClock": FitClock().state_dict(),
+              "ModelCheckpoint{'monitor': 'val/acc'}": checkpoint.state_dict()}  # fmt: skip
+    assert rebuild_callback_states(states, [str(own)]).keys() == states.keys()

@@ -303,7 +303,10 @@ CALLBACK_STATES: dict[str, dict[str, Any]] = {
         "dirpath": "dirpath", "best_k_models": "best_k_models", "kth_best_model_path": PATH, "kth_value": SCORE,
         "last_model_path": PATH,
     },
-    "EarlyStopping": {"wait_count": int, "stopped_epoch": int, "best_score": SCORE, "patience": int},
+    "EarlyStopping": {
+        "wait_count": int, "stopped_epoch": int, "best_score": SCORE, "patience": int,
+        "stopping_reason": int, "stopping_reason_message": (str, type(None)),
+    },
     "FitClock": {"fit_seconds": SCORE},
 }  # fmt: skip
 
