@@ -185,3 +185,16 @@ def test_batched_predictions_are_those_of_each_image_alone(trained, tmp_path):
         (alone,) = predict(metrics["best_checkpoint"], str(folder / f"{i:03d}.png"), topk=2)
         assert together[i].file == alone.file and together[i].classes == alone.classes
         assert together[i].probabilities == pytest.approx(alone.probabilities, abs=1e-5)
+
+
+def test_predict_reads_an_image_as_its_model_was_trained_shorter_side_and_central_square(tmp_path):
+    """The AlexNet protocol's "shorter side ... 256, and then cropped out the central 256x256
+    patch": predict must not stretch a wide image where training cut its central square."""
+    from classic_cnns.tools.inference import _load_image
+
+    wide = np.zeros((8, 16, 3), dtype=np.uint8)
+    wide[:, :4] = wide[:, 12:] = (255, 0, 0)  # red bands left and right, outside the central 8x8
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    central = _load_image(tmp_path / "wide.png", 3, (8, 8), "shorter_side")
+    assert central.shape == (3, 8, 8) and int(central[0].max()) == 0  # no red left
+    assert int(_load_image(tmp_path / "wide.png", 3, (8, 8))[0].max()) > 0  # stretched keeps the bands

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from classic_cnns import ClassicCNNsError
+from classic_cnns.data.folder import square
 from classic_cnns.runs.checkpoint_loading import build_datamodule, load_classifier
 from classic_cnns.runs.console import quiet_dependencies
 
@@ -156,10 +157,12 @@ def _not_regular(mode: int) -> str:
     return f"not a regular file ({kind}): not read"
 
 
-def _load_image(path: Path, channels: int, size) -> torch.Tensor:
-    """An image of any size and mode as the training data looked: uint8 (C, H, W) at `size`."""
+def _load_image(path: Path, channels: int, size, resize: str = "stretch") -> torch.Tensor:
+    """An image of any size and mode as the training data looked: uint8 (C, H, W) at `size`,
+    stretched or (resize="shorter_side", the AlexNet paper's) its central square."""
     with Image.open(path) as image:
-        image = image.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
+        image = image.convert("L" if channels == 1 else "RGB")
+        image = square(image, size[0], resize) if resize != "stretch" else image.resize((size[1], size[0]), Image.BILINEAR)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
     return pixels.unsqueeze(0) if channels == 1 else pixels.permute(2, 0, 1)
 
@@ -187,13 +190,13 @@ INVERT = (True, False, "auto")
 BATCH = 256  # images decoded and classified at once
 
 
-def _read(file: tuple[Path, str], info: dict, invert: bool | str, dark: bool) -> tuple[Path, torch.Tensor | None, bool, str]:
+def _read(file: tuple[Path, str], info: dict, resize: str, invert: bool | str, dark: bool) -> tuple[Path, torch.Tensor | None, bool, str]:
     """(path, its pixels as the model takes them or None, whether they were inverted, why not read)."""
     path, problem = file
     if problem:
         return path, None, False, problem
     try:
-        pixels = _load_image(path, info["channels"], info["native_size"])
+        pixels = _load_image(path, info["channels"], info["native_size"], resize)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
         return path, None, False, _read_error(error)
     inverted = invert is True or (invert == "auto" and dark and has_light_background(pixels))
@@ -223,9 +226,10 @@ def predict(ckpt_path: str, inputs: str, topk: int = 3, invert: bool | str = "au
             f"{'images with a light border are inverted (invert=auto)' if invert == 'auto' else f'invert={invert}'}"
         )
     files = image_files(inputs)
+    resize = getattr(datamodule, "resize", "stretch")  # an image folder's; the built-in sets are stretched
     for start in range(0, len(files), BATCH):  # decoded in threads, classified in one forward pass per batch
         with ThreadPoolExecutor(max_workers=4) as pool:
-            loaded = list(pool.map(lambda file: _read(file, info, invert, dark), files[start : start + BATCH]))
+            loaded = list(pool.map(lambda file: _read(file, info, resize, invert, dark), files[start : start + BATCH]))
         readable = [(path, pixels, inverted) for path, pixels, inverted, _ in loaded if pixels is not None]
         if readable:
             batch = torch.stack([pixels for _, pixels, _ in readable]).to(device)
