@@ -211,3 +211,14 @@ def test_report_states_the_test_and_marks_significant_differences(tmp_path):
     assert "two-sided Welch t-test (unequal variances)" in report and "Holm-Bonferroni corrected for 1 comparison " in report
     assert "- pooling=min is worse than pooling=max (test accuracy -0.0395, Holm-corrected p=" in report  # generated, not written
     assert "**Fewer than 5 seeds**: 2 per configuration" in report
+
+
+def test_top5_accuracy_is_a_column_where_the_runs_measured_it(tmp_path):
+    for job, (norm, seed) in enumerate([("none", 0), ("none", 1), ("lrn", 0), ("lrn", 1)]):
+        job_dir = tmp_path / "sweep" / str(job)
+        (job_dir / ".hydra").mkdir(parents=True)
+        (job_dir / ".hydra" / "overrides.yaml").write_text(f"- norm={norm}\n- seed={seed}\n")
+        metrics = {"test/acc": 0.5, "val/acc": 0.5, "test/acc_top5": 0.8 + 0.1 * seed, "val/acc_top5": 0.8, "params": 1, "fit_seconds": 1.0, "epochs": 1}
+        (job_dir / "metrics.json").write_text(json.dumps(metrics))
+    report = (write_report(tmp_path / "sweep", tmp_path / "out") / "report.md").read_text()
+    assert "test acc top5" in report and "0.8500 ± 0.0707" in report  # mean and std over the two seeds

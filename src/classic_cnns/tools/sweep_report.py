@@ -46,6 +46,7 @@ FIT_NOTE = (
     "with scripts/benchmark.py (docs/benchmarks.md), not with this column."
 )
 CURVES = ("train/acc", "val/acc")
+TOP5 = ("test/acc_top5", "val/acc_top5")  # the AlexNet paper's measure (top5=true): the true class among the five most probable
 LRN_DIVISOR = re.compile(r"lrn\d+/divisor_(median|max)")  # metrics.json of nets with LRN layers
 
 
@@ -118,7 +119,7 @@ def summarize_sweep(jobs: pd.DataFrame) -> pd.DataFrame:
     if done.empty:
         return pd.DataFrame()
     columns = dict(runs=("job", "count"))
-    for metric in ("test/acc", "val/acc"):  # runs with test=false have no test/acc
+    for metric in ("test/acc", "val/acc", *TOP5):  # runs with test=false have no test/acc; top5=true runs add top-5
         if metric in done:
             name = metric.replace("/", "_")
             columns |= {f"{name}_mean": (metric, "mean"), f"{name}_std": (metric, "std")}
@@ -127,7 +128,7 @@ def summarize_sweep(jobs: pd.DataFrame) -> pd.DataFrame:
         columns |= dict(to_target_mean=("epochs_to_target", "mean"), to_target_std=("epochs_to_target", "std"), to_target_runs=("epochs_to_target", "count"))
     columns |= {name: (name, "mean") for name in sorted(done.columns) if LRN_DIVISOR.fullmatch(name)}
     table = done.groupby("configuration", sort=False).agg(**columns)
-    table = table.fillna({column: 0.0 for column in table if column.endswith("acc_std")})
+    table = table.fillna({column: 0.0 for column in table if column.endswith(("acc_std", "acc_top5_std"))})
     table = table.sort_values("val_acc_mean", ascending=False, kind="stable")
     if "test_acc_mean" not in table:  # test=false: ranked by validation accuracy, no test comparison
         return table
@@ -216,7 +217,7 @@ def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None, tr
     lines = [f"# Sweep {sweep_dir}", "", f"{len(jobs)} jobs, {failures} failed; common overrides: `{' '.join(common) or 'none'}`.", ""]
     if not table.empty:
         shown = table.copy()
-        for metric in [m for m in ("test_acc", "val_acc") if f"{m}_mean" in shown]:
+        for metric in [m for m in ("test_acc", "val_acc", "test_acc_top5", "val_acc_top5") if f"{m}_mean" in shown]:
             shown[metric.replace("_", " ")] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(shown.pop(f"{metric}_mean"), shown.pop(f"{metric}_std"))]
         if train_acc_target is not None:
             shown[f"epochs to train acc {train_acc_target:g}"] = [
