@@ -265,12 +265,13 @@ def callback_states(draw, own: Path):
     return states
 
 
+@pytest.mark.filterwarnings("ignore:the state of callback")
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_rebuilt_callback_states_name_only_checkpoint_files_of_the_run_or_are_refused_in_one_line(run_layout, data):
     """Whatever keys are present or missing: every path that survives resolves (.., symlinks)
     to a .ckpt file inside the run's checkpoint folder (never a directory); the rest is
-    refused in one line naming callbacks.<callback>.<key>."""
+    refused in one line naming callbacks.<callback>.<key>; other callbacks' states are dropped."""
     states = data.draw(callback_states(run_layout))
     try:
         rebuilt = rebuild_callback_states(states, [str(run_layout)])
@@ -279,6 +280,7 @@ def test_rebuilt_callback_states_name_only_checkpoint_files_of_the_run_or_are_re
         assert "\n" not in message and message.startswith("callbacks")
         return
     own = os.path.realpath(run_layout)
+    assert {key.split("{")[0] for key in rebuilt} <= {"ModelCheckpoint", "FitClock", "EarlyStopping"}  # others dropped
     for state in rebuilt.values():
         if not isinstance(state, dict):
             continue
@@ -471,7 +473,8 @@ def test_a_resumed_run_removes_the_checkpoints_the_killed_segment_left_untracked
 
 def test_the_states_the_restored_callbacks_write_pass_the_allowlist(tmp_path):
     """What Lightning's own callbacks (this version's keys) and FitClock write rebuilds as it is."""
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
+    from lightning.pytorch.trainer.states import RunningStage
 
     from classic_cnns.runs.resume import FitClock
 
@@ -480,4 +483,9 @@ def test_the_states_the_restored_callbacks_write_pass_the_allowlist(tmp_path):
     checkpoint.best_model_path = str(own / "epoch_001.ckpt")
     states = {"EarlyStopping{'monitor': 'val/acc'}": EarlyStopping(monitor="val/acc").state_dict(), "FitClock": FitClock().state_dict(),
               "ModelCheckpoint{'monitor': 'val/acc'}": checkpoint.state_dict()}  # fmt: skip
+    timer = Timer(duration="00:00:01:00")
+    timer._start_time[RunningStage.TRAINING] = timer._end_time[RunningStage.TRAINING] = 0.0
+    states["Timer"] = timer.state_dict()  # trainer.max_time
     assert rebuild_callback_states(states, [str(own)]).keys() == states.keys()
+    with pytest.warns(UserWarning, match="the state of callback 'Mine' in the checkpoint is not restored"):
+        assert rebuild_callback_states({"Mine": {"x": 1}}, [str(own)]) == {}

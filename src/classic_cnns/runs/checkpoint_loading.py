@@ -14,13 +14,16 @@ Top-level keys and hyper-parameters the loaders do not read are dropped too. Cal
 allowlist against the resuming run's checkpoint directory (`rebuild_callback_states`).
 Anything else is refused with one line naming the offending key, before anything is built.
 
-Refuse, not drop, for callback states: a state naming a file outside the run's checkpoint
-directory is a crafted file or a run moved elsewhere; dropping it would silently forget which
-epoch was best (a worse epoch would then be kept), so the user is told instead.
+Refuse, not drop, for a restored callback's bad state: a state naming a file outside the
+run's checkpoint directory is a crafted file or a run moved elsewhere; dropping it would
+silently forget which epoch was best (a worse epoch would then be kept), so the user is told
+instead. The state of a callback that is not on the list is dropped with a warning: it names
+no file Lightning deletes, and that callback simply starts afresh.
 """
 
 import inspect
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -308,12 +311,14 @@ CALLBACK_STATES: dict[str, dict[str, Any]] = {
         "stopping_reason": int, "stopping_reason_message": (str, type(None)),
     },
     "FitClock": {"fit_seconds": SCORE},
+    "Timer": {"time_elapsed": "scores"},  # trainer.max_time
 }  # fmt: skip
 
 
 def rebuild_callback_states(states: Any, checkpoint_dirs: list[str]) -> dict[str, dict[str, Any]]:
     """The callback states of a checkpoint, rebuilt for a resume into `checkpoint_dirs` (the
-    run's ModelCheckpoint directories): known callbacks and keys only, plain values only, and
+    run's ModelCheckpoint directories): known callbacks and keys only (another callback's state
+    is dropped with a warning: that callback starts afresh), plain values only, and
     every file path, resolved (`..`, symlinks), a .ckpt file inside one of those directories, whichever keys are present or missing (Lightning deletes the files these paths
     name when it replaces them). Anything else raises UnsafeCheckpointError naming the key."""
     if not isinstance(states, dict):
@@ -323,10 +328,9 @@ def rebuild_callback_states(states: Any, checkpoint_dirs: list[str]) -> dict[str
     for state_key, state in states.items():
         name = state_key.split("{")[0] if isinstance(state_key, str) else repr(state_key)
         allowed = CALLBACK_STATES.get(name)
-        if allowed is None:
-            raise UnsafeCheckpointError(
-                f"callbacks[{state_key!r}] is not the state of a callback classic-cnns restores ({', '.join(CALLBACK_STATES)})"
-            )
+        if allowed is None:  # restoring it is not needed to resume safely: it starts afresh
+            warnings.warn(f"the state of callback {str(state_key)[:80]!r} in the checkpoint is not restored (not one of {', '.join(CALLBACK_STATES)})")
+            continue
         if not isinstance(state, dict):
             raise UnsafeCheckpointError(f"callbacks.{name} is a {type(state).__name__}, not a mapping")
         rebuilt[state_key] = {key: _state_value(value, allowed.get(key), f"callbacks.{name}.{key}", own) for key, value in state.items()}
@@ -352,6 +356,10 @@ def _state_value(value: Any, kind: Any, key: str, own: set[str]) -> Any:
                 "resume a run in its own directory (hydra.run.dir=the run's folder), or start a new run"
             )
         return os.path.realpath(value)
+    if kind == "scores":
+        if not (isinstance(value, dict) and all(isinstance(name, str) for name in value)):
+            raise UnsafeCheckpointError(f"{key} is not a mapping of names to numbers")
+        return {name: _state_value(score, SCORE, f"{key}.{name}", own) for name, score in value.items()}
     if kind == "best_k_models":
         if not isinstance(value, dict):
             raise UnsafeCheckpointError(f"{key} is a {type(value).__name__}, not a mapping")
