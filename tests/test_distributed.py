@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from classic_cnns.data import ImageFolderDataModule, MNISTDataModule
 from classic_cnns.classifier import ImageClassifier
+from classic_cnns.data import ImageFolderDataModule, MNISTDataModule
 
 from .conftest import write_idx
 
@@ -110,7 +110,9 @@ def test_a_streamed_folder_is_sharded_across_ranks_each_with_its_own_augmentatio
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * FOLDER_SIZE**2, 2))
     model = ImageClassifier(net, optimizer=partial(torch.optim.SGD, lr=0.01), seed=0)
     trainer.fit(model, datamodule=RecordsTrainingCrops(tmp_path / "photos", tmp_path, decode="stream"))
-    seen = [[tuple(map(int, line.split())) for line in (tmp_path / f"rank{r}").read_text().splitlines()] for r in (0, 1)]
+    seen = [
+        [tuple(map(int, line.split())) for line in (tmp_path / f"rank{r}").read_text().splitlines()] for r in (0, 1)
+    ]
     assert [len(crops) for crops in seen] == [FOLDER_IMAGES // 2] * 2
     assert sorted(image_id for crops in seen for image_id, *_ in crops) == list(range(FOLDER_IMAGES))
     augmentations = [[tuple(crop) for _, *crop in crops] for crops in seen]
