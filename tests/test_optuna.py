@@ -2,12 +2,14 @@
 
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -199,6 +201,38 @@ def test_a_slot_freed_by_a_short_trial_starts_the_next_one_while_a_long_one_runs
     assert all(t.datetime_complete < long.datetime_complete for t in short)  # all three ran beside trial 0
     assert short[0].datetime_complete <= short[1].datetime_start and short[1].datetime_complete <= short[2].datetime_start
     assert all((t.datetime_complete - t.datetime_start).total_seconds() < 0.5 for t in short)  # its own duration, not the batch's
+
+
+class ChildProcessLauncher(SleepingLauncher):
+    """A launcher whose job runs in a child process of the search (as joblib's loky workers do)."""
+
+    def __init__(self, sweep_dir: Path) -> None:
+        super().__init__(sweep_dir)
+        self.children = []
+
+    def launch(self, job_overrides, initial_job_idx):
+        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(120,))
+        child.start()
+        self.children.append(child)
+        child.join()
+        return super().launch(job_overrides, initial_job_idx)
+
+
+def test_ctrl_c_stops_the_search_at_once_and_ends_its_running_jobs(tmp_path):
+    """Without this, Python's exit would wait for the running trials' job processes."""
+    sweeper = OptunaSweeper(n_trials=2, n_jobs=2)
+    sweeper.launcher, sweeper.validate_batch_is_legal = ChildProcessLauncher(tmp_path), lambda batch, first_job: None
+    sweeper.config = OmegaConf.create({"hydra": {"launcher": {}}})
+    study = optuna.create_study(direction="maximize")
+    space = {"trainer.max_epochs": CategoricalDistribution([1])}
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        sweeper.run_trials(study, space, [], slots=2, wanted=2, sweep_dir=tmp_path, storage_url="unused", metric=None)
+    for child in sweeper.launcher.children:
+        child.join(timeout=10)
+    assert len(sweeper.launcher.children) == 2 and not any(child.is_alive() for child in sweeper.launcher.children)
+    assert time.monotonic() - started < 15
 
 
 # --- workers sharing one study draw different parameters ----------------------------------------

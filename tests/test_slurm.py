@@ -5,11 +5,17 @@ Every job is a SLURM job on this machine's single node, on CPU: a grid sweep of 
 """
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import optuna
 
 from classic_cnns.runs.optuna_trial import open_storage
 
+from .conftest import ROOT
 from .test_cli import FAST, run_cli
 from .test_optuna import PRUNE_SECOND_EPOCH
 
@@ -48,8 +54,38 @@ def test_a_parallel_optuna_search_with_pruning_runs_on_slurm(data_dir, tmp_path,
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     trials = optuna.load_study(study_name="lenet5", storage=open_storage(str(sweep / "optuna.journal"))).trials
     assert {t.params["trainer.max_epochs"]: t.state.name for t in trials} == {1: "COMPLETE", 3: "PRUNED"}
-    assert any((sweep / ".submitit").glob("*_0/*_0_log.out"))  # submitted as a SLURM job array
+    assert len(list((sweep / ".submitit").glob("*/*_0_log.out"))) == 2  # each trial its own SLURM job, started when a slot frees
     for trial in trials:  # a pruned trial stopped after its second epoch, and was still scored
         metrics = json.loads((sweep / str(trial.number) / "metrics.json").read_text())
         assert metrics["epochs"] == {1: 1, 3: 2}[trial.params["trainer.max_epochs"]]
         assert trial.value == (metrics["val/acc"] if trial.state.name == "COMPLETE" else trial.intermediate_values[1])
+
+
+def test_a_search_stopped_with_sigterm_cancels_its_slurm_jobs(data_dir, tmp_path, slurm_cluster):
+    """A real SIGTERM to the search while its two trials run as SLURM jobs: it exits, and
+    cancels them instead of leaving them running."""
+    sweep = tmp_path / "search"
+    command = [
+        sys.executable, str(ROOT / "train.py"), "hparams_search=lenet5_optuna", *on_slurm(slurm_cluster, tasks=1),
+        "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2", *FAST[1:], "trainer.accelerator=cpu",
+        "trainer.max_epochs=1000", f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    env = {**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir)}
+    search = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline, jobs = time.monotonic() + 240, []
+    while len(jobs) < 2 or running(jobs) != set(jobs):  # both trials' SLURM jobs have started
+        assert search.poll() is None and time.monotonic() < deadline, search.stderr.read()[-3000:] if search.poll() is not None else "timeout"
+        time.sleep(1)
+        jobs = sorted(d.name for d in (sweep / ".submitit").glob("*") if d.name.isdigit()) if (sweep / ".submitit").exists() else []
+    search.send_signal(signal.SIGTERM)
+    assert search.wait(timeout=60) != 0
+    deadline = time.monotonic() + 60
+    while running(jobs):
+        assert time.monotonic() < deadline, f"still in the queue: {running(jobs)}"
+        time.sleep(1)
+
+
+def running(jobs: list[str]) -> set[str]:
+    """Those of `jobs` that SLURM still has pending or running."""
+    queue = subprocess.run(["squeue", "-h", "-o", "%i %t", "-j", ",".join(jobs)], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in queue.splitlines() if line.split()[1] in ("PD", "R", "CF")}

@@ -36,9 +36,14 @@ import logging
 import math
 import re
 import shlex
+import shutil
+import signal
+import subprocess
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+import multiprocessing
+import queue
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +210,21 @@ def launch_lines_off():
             logger.removeFilter(quiet)
 
 
+@contextlib.contextmanager
+def sigterm_raises():
+    """SIGTERM (scancel of the search's own job, `kill`) ends the search as Ctrl-C does, so it
+    stops its running jobs first; Python's default for SIGTERM is to die on the spot."""
+
+    def terminated(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def shown(value: Any) -> str:
     """A parameter as a trial line shows it: floats to 4 significant digits."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -291,51 +311,81 @@ class OptunaSweeper(CheckedSweeper):
         Workers that each run many trials would put many trials in one Hydra job (one run dir,
         one config); Ray's driver needs Ray's runtime. So this is the driver shape built on
         Hydra's launcher API: each trial is one `launcher.launch([its overrides])` numbered by the
-        trial, run from a pool of `slots` threads, so it keeps Hydra's job model (a run dir and
+        trial, each from a thread of its own, so it keeps Hydra's job model (a run dir and
         .hydra config per trial, its JobReturn in sweep_summary.json) on every launcher:
         joblib's (`parallel`, `per_gpu`) share one pool of loky worker processes between the
         threads, submitit's submits one job per trial. Only this thread asks and tells;
         parallel workers on one study remain possible (several sweep dirs, one storage).
-        With one slot the trial runs in this thread (the basic launcher runs jobs in-process,
-        and signal handlers can only be set in the main thread)."""
+        The threads are daemons: a search stopped with Ctrl-C exits at once instead of waiting
+        for its running trials. With one slot the trial runs in this thread (the basic launcher
+        runs jobs in-process, and signal handlers can only be set in the main thread)."""
         entries: dict[int, dict] = {}
-        running: dict[Future, optuna.Trial] = {}
+        running: dict[int, optuna.Trial] = {}
+        ended: queue.Queue = queue.Queue()  # (trial, the launch's JobReturns or its exception)
         error = None
-        with launch_lines_off(), Heartbeat(self.heartbeat_s) as heartbeat, ThreadPoolExecutor(slots, "trial") as pool:
-            while True:
-                while error is None and len(running) < slots and self._finished(study) + len(running) < wanted:
-                    trial = study.ask(space)
-                    trial.set_user_attr("sweep_dir", str(sweep_dir))
-                    heartbeat.add(trial)
-                    overrides = [*fixed, *(f"{k}={override_value(v)}" for k, v in trial.params.items())]
-                    try:
-                        self.validate_batch_is_legal([overrides], first_job=trial.number)
-                    except ConfigError as bad_value:  # the trial fails, the search stops with one line
-                        heartbeat.remove(trial)
-                        study.tell(trial, state=TrialState.FAIL)
-                        error = bad_value
+        with launch_lines_off(), sigterm_raises(), Heartbeat(self.heartbeat_s) as heartbeat:
+            try:
+                while True:
+                    while error is None and len(running) < slots and self._finished(study) + len(running) < wanted:
+                        trial = study.ask(space)
+                        trial.set_user_attr("sweep_dir", str(sweep_dir))
+                        heartbeat.add(trial)
+                        overrides = [*fixed, *(f"{k}={override_value(v)}" for k, v in trial.params.items())]
+                        try:
+                            self.validate_batch_is_legal([overrides], first_job=trial.number)
+                        except ConfigError as bad_value:  # the trial fails, the search stops with one line
+                            heartbeat.remove(trial)
+                            study.tell(trial, state=TrialState.FAIL)
+                            error = bad_value
+                            break
+                        log.info("trial %d: %s", trial.number, " ".join(f"{k}={shown(v)}" for k, v in trial.params.items()))
+                        if metric is not None:
+                            overrides.append(self._trial_environment(storage_url, trial.number, metric))
+                        running[trial.number] = trial
+                        if slots == 1:
+                            ended.put((trial, self.launcher.launch([overrides], initial_job_idx=trial.number)))
+                        else:
+                            threading.Thread(target=self._launch, args=(trial, overrides, ended), name=f"trial {trial.number}", daemon=True).start()
+                    if not running:
                         break
-                    log.info("trial %d: %s", trial.number, " ".join(f"{k}={shown(v)}" for k, v in trial.params.items()))
-                    if metric is not None:
-                        overrides.append(self._trial_environment(storage_url, trial.number, metric))
-                    if slots == 1:
-                        done = Future()
-                        done.set_result(self.launcher.launch([overrides], initial_job_idx=trial.number))
-                    else:
-                        done = pool.submit(self.launcher.launch, [overrides], initial_job_idx=trial.number)
-                    running[done] = trial
-                if not running:
-                    break
-                for done in wait(running, return_when=FIRST_COMPLETED).done:
-                    trial = running.pop(done)
+                    trial, returns = ended.get()
+                    del running[trial.number]
                     heartbeat.remove(trial)
-                    (result,) = done.result()
-                    entries[trial.number] = self._tell(study, trial, result)
+                    if isinstance(returns, BaseException):
+                        raise returns
+                    entries[trial.number] = self._tell(study, trial, returns[0])
                     log.info("trial %d %s", trial.number, entries[trial.number]["status"])
                     self._rerun_dead_trials(study)  # other workers' trials whose worker died
+            except BaseException:  # Ctrl-C, or a launcher that failed
+                if running:
+                    self._stop_running_jobs()
+                raise
         if error is not None:
             raise error
         return entries
+
+    def _stop_running_jobs(self) -> None:
+        """The search stops while trials run (Ctrl-C, SIGTERM, a launcher that failed): the
+        processes running their jobs that are this process's children (joblib's loky workers)
+        are ended, or Python's exit would wait for every running trial, and the SLURM jobs it
+        submitted (submitit keeps one folder per job id) are cancelled. A search killed with
+        SIGKILL leaves its SLURM jobs running (issue 24 item 3: not reattached)."""
+        for child in multiprocessing.active_children():
+            child.terminate()
+        folders = self.config.hydra.launcher.get("submitit_folder")
+        if folders and shutil.which("scancel"):
+            submitted = [d.name for d in Path(str(folders).replace("%j", "_")).parent.glob("*") if re.fullmatch(r"\d+(_\d+)?", d.name)]
+            if submitted:
+                log.warning("cancelling the search's SLURM jobs: %s", " ".join(submitted))
+                subprocess.run(["scancel", *submitted], capture_output=True, check=False)
+
+    def _launch(self, trial: optuna.Trial, overrides: list[str], ended: queue.Queue) -> None:
+        """One trial's job through the launcher, from its own thread; what it returns or raises
+        goes to `ended`."""
+        try:
+            ended.put((trial, self.launcher.launch([overrides], initial_job_idx=trial.number)))
+        except BaseException as error:  # noqa: BLE001  (handed to the search's thread, which raises it)
+            ended.put((trial, error))
 
     def _trial_environment(self, storage: str, number: int, metric: str) -> str:
         """The override that names the job's trial (storage, study, number, metric, pruner) in its
