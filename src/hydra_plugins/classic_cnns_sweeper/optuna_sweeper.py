@@ -34,16 +34,16 @@ this one speaks its configuration language and runs on current Optuna:
 import contextlib
 import logging
 import math
+import multiprocessing
+import queue
 import re
 import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import warnings
 from collections.abc import Sequence
-import multiprocessing
-import queue
-import threading
 from pathlib import Path
 from typing import Any
 
