@@ -10,13 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
 from classic_cnns import ClassicCNNsError
+from classic_cnns.classifier import ImageClassifier
+from classic_cnns.data import CIFAR10DataModule
 from classic_cnns.runs.checkpoint_loading import (
     DATA_MODULES,
     NETWORKS,
@@ -27,10 +29,8 @@ from classic_cnns.runs.checkpoint_loading import (
     rebuild_callback_states,
 )
 from classic_cnns.runs.checkpoint_writing import AtomicCheckpointIO, CheckpointWriteError
-from classic_cnns.data import CIFAR10DataModule
-from classic_cnns.tools.inference import evaluate, predict
-from classic_cnns.classifier import ImageClassifier
 from classic_cnns.runs.train import train
+from classic_cnns.tools.inference import evaluate, predict
 
 from .conftest import ROOT, write_cifar10
 

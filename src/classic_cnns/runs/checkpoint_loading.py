@@ -329,7 +329,11 @@ def rebuild_callback_states(states: Any, checkpoint_dirs: list[str]) -> dict[str
         name = state_key.split("{")[0] if isinstance(state_key, str) else repr(state_key)
         allowed = CALLBACK_STATES.get(name)
         if allowed is None:  # restoring it is not needed to resume safely: it starts afresh
-            warnings.warn(f"the state of callback {str(state_key)[:80]!r} in the checkpoint is not restored (not one of {', '.join(CALLBACK_STATES)})")
+            warnings.warn(
+                f"the state of callback {str(state_key)[:80]!r} in the checkpoint is not restored "
+                f"(not one of {', '.join(CALLBACK_STATES)})",
+                stacklevel=2,
+            )
             continue
         if not isinstance(state, dict):
             raise UnsafeCheckpointError(f"callbacks.{name} is a {type(state).__name__}, not a mapping")

@@ -17,9 +17,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from classic_cnns import ClassicCNNsError
 from classic_cnns.data.base import PLACEMENTS, SCALES, VAL_FROM
-from classic_cnns.runs.config_keys import BUILT, keys_with
 from classic_cnns.models.alexnet import IMAGENET_NORMALIZATION
 from classic_cnns.models.layers import ACTIVATIONS, NORMS, PADDING_MODES, PADDINGS, POOLS
+from classic_cnns.runs.config_keys import BUILT, keys_with
 
 
 class ConfigError(ClassicCNNsError):
