@@ -85,7 +85,6 @@ def test_search_space_takes_hydra_optuna_sweepers_syntax(override, expected):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("x=float(0.1, 0.2)", "old syntax.*interval"),  # Hydra's grammar would read a choice of 2 values
         ("x=range(5, 1)", "range is empty"),
         ("x=interval(0.1, 0.01)", r"interval\(a, b\) needs a < b"),
         ("x=tag(log, range(0.1, 1.0, 0.1))", "log scale takes interval"),
@@ -118,12 +117,6 @@ def test_a_bad_search_space_stops_before_the_first_job_in_one_line(overrides, me
     assert message in done.stderr + done.stdout
     assert "Traceback" not in done.stderr + done.stdout
     assert not (tmp_path / "sweep" / "0").exists()
-
-
-def test_the_old_syntax_in_a_config_stops_before_anything_is_parsed():
-    sweeper = OptunaSweeper(params={"optimizer.lr": "float(0.005, 0.2, log)"})
-    with pytest.raises(ConfigError, match=r"optimizer.lr=float\(0.005, 0.2, log\): .*old syntax.*tag\(log, interval"):
-        sweeper.parse([])
 
 
 # --- samplers, pruners and parallel trials as config choices ----------------------------------

@@ -91,15 +91,6 @@ LAUNCHER_LOGGERS = (
 SYNTAX = "choice(a, b), a,b, range(a, b[, step]), interval(a, b), int(interval(a, b)) or tag(log, interval(a, b))"
 
 
-def check_not_old_syntax(line: str) -> None:
-    """This project's first syntax, float(LOW, HIGH[, log]) and int(LOW, HIGH), would parse as a
-    choice of two values in Hydra's grammar (or not at all): stop with the new spelling."""
-    value = line.split("=", 1)[-1].strip()
-    if value.startswith(("float(", "int(")) and "interval(" not in value and "range(" not in value:
-        raise ConfigError(f"{line}: float(LOW, HIGH[, log]) and int(LOW, HIGH) are the old syntax; write "
-                          "interval(LOW, HIGH), tag(log, interval(LOW, HIGH)) or int(interval(LOW, HIGH))")  # fmt: skip
-
-
 def distribution(override: Override) -> BaseDistribution | None:
     """The Optuna distribution of one search-space override; None for a fixed value. What Optuna
     cannot represent (a log scale with a step, or from 0; a tag other than log) is an error
@@ -112,7 +103,6 @@ def distribution(override: Override) -> BaseDistribution | None:
 
 def _distribution(override: Override) -> BaseDistribution | None:
     text = override.input_line
-    check_not_old_syntax(text)
     if not override.is_sweep_override():
         return None
     value = override.value()
@@ -259,11 +249,6 @@ class OptunaSweeper(CheckedSweeper):
         self.directions = [str(d) for d in direction] if isinstance(direction, (list, ListConfig)) else [str(direction)]
         self.sampler_cfg = sampler or OmegaConf.create({"_target_": "optuna.samplers.TPESampler"})
         self.pruner_cfg = pruner or OmegaConf.create({"_target_": "optuna.pruners.NopPruner"})
-
-    def parse(self, arguments: Sequence[str]) -> list[Override]:
-        for line in [*(f"{k}={v}" for k, v in self.params.items()), *arguments]:
-            check_not_old_syntax(line)
-        return super().parse(arguments)
 
     def run_jobs(self, arguments: list[str]) -> Any:
         space, fixed = search_space(self.parse(arguments))
