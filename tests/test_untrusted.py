@@ -32,7 +32,7 @@ from classic_cnns.runs.checkpoint_writing import AtomicCheckpointIO, CheckpointW
 from classic_cnns.runs.train import train
 from classic_cnns.tools.inference import evaluate, predict
 
-from .conftest import ROOT, write_cifar10
+from .conftest import ROOT, write_cifar10, write_idx, write_mnist
 
 
 class WritesFile:
@@ -438,6 +438,14 @@ def test_a_cifar_batch_that_declares_more_than_it_holds_is_refused(tmp_path, bat
     with pytest.raises(ClassicCNNsError, match=rf"test_batch is not a readable CIFAR-10 batch .*{message}") as error:
         CIFAR10DataModule(str(folder)).load(train=False)
     assert "\n" not in str(error.value)
+
+
+def test_mnist_labels_outside_the_classes_are_found_before_training(make_cfg, tmp_path):
+    write_mnist(tmp_path / "data")
+    write_idx(tmp_path / "data" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte", np.array([3] * 99 + [200]))
+    with pytest.raises(ClassicCNNsError, match=r"t10k-labels-idx1-ubyte holds labels up to 200, outside 0-9: MNIST has 10 classes"):
+        train(make_cfg(f"data.data_dir={tmp_path / 'data'}"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("label", [10, -1])

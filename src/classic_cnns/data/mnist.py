@@ -64,6 +64,11 @@ class MNISTDataModule(ImageDataModule):
             raise ClassicCNNsError(
                 f"{self.folder}: {prefix} images {images.shape} and labels {labels.shape} do not match"
             )
+        if len(labels) and labels.max() >= self.num_classes:  # IDX labels are unsigned bytes: never below 0
+            raise ClassicCNNsError(
+                f"{self.folder / f'{prefix}-labels-idx1-ubyte'} holds labels up to {labels.max()}, outside 0-{self.num_classes - 1}: "
+                f"{self.name} has {self.num_classes} classes; delete the file and download it again"
+            )
         return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
