@@ -337,6 +337,7 @@ def test_targets_outside_model_and_data_are_dropped_before_anyone_can_build_them
     config["trainer"] = payload
     checkpoint["hyper_parameters"]["evil"] = payload
     checkpoint["evil"] = payload
+    checkpoint["loops"] = {"fit_loop": payload}
     torch.save(checkpoint, tmp_path / "crafted.ckpt")
     read = read_checkpoint(tmp_path / "crafted.ckpt")
     assert "evil" not in read and "evil" not in read["hyper_parameters"]

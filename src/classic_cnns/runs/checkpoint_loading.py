@@ -117,7 +117,8 @@ def cleaned(checkpoint: dict[str, Any], checkpoint_dirs: list[str] | None) -> di
     _check_plain({k: v for k, v in kept_hparams.items() if k not in ("config", "data_info")}, "hyper_parameters", mappings=True)
     kept_hparams["config"] = {"model": config["model"], "data": config["data"]} | rest
     _check_state_dict(checkpoint["state_dict"])
-    kept = {key: checkpoint[key] for key in TOP_LEVEL_KEYS if key in checkpoint} | {"hyper_parameters": kept_hparams}
+    kept = {key: without_hydra_keys(checkpoint[key]) for key in TOP_LEVEL_KEYS if key in checkpoint and key != "state_dict"}
+    kept |= {"state_dict": checkpoint["state_dict"], "hyper_parameters": kept_hparams}
     if checkpoint_dirs is None:
         kept.pop("callbacks", None)
     else:
