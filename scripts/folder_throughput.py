@@ -1,0 +1,150 @@
+"""Images/s of the whole input pipeline of a training epoch on a folder of JPEGs (issue 25 item 6).
+
+Two ways, the same folder, workers and batch size, one epoch each, interleaved `--repeats` times:
+- project: `data=imagefolder data.decode=stream`: DataLoader workers read, decode and resize
+  each image to 256x256 (shorter side to 256, central square), the main process takes each
+  batch through the batched transform (random 224x224 crops, flips, float, normalization);
+- torchvision: `datasets.ImageFolder` + `transforms.v2` per image in the workers (Resize(256),
+  RandomCrop(224), RandomHorizontalFlip, PILToTensor, ToDtype, Normalize), torch's collate.
+An epoch is timed from creating its DataLoader (worker start included) to its last normalized
+batch; the folder's scan (project) and listing (torchvision) before it are not timed. The main
+process runs torch on `--main-threads` threads (default 1: the workers take one core each, and
+on a small loaded machine more intra-op threads in the main process only fight them).
+
+    python scripts/folder_throughput.py                      # 2,000 JPEGs of 400x300 in a temp dir
+    python scripts/folder_throughput.py --dir /tmp/jpegs --workers 2 --batch-size 128 --repeats 5
+
+The folder (DIR/train/CLASS/*.jpg, a few DIR/val/ images the project's module wants) is
+generated once and reused when DIR already holds it.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import PIL
+import torch
+import torchvision
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from classic_cnns.data import ImageFolderDataModule
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet's, as torchvision's reference scripts
+SIZE, CROP = 256, 224
+CLASSES = 4
+
+
+def make_folder(root: Path, images: int, width: int, height: int) -> None:
+    """`images` photo-like JPEGs (smooth colour fields plus grain, quality 90) in CLASSES class
+    folders under root/train, 2 per class under root/val; skipped when root already holds them."""
+    done = root / f".generated-{images}-{width}x{height}"
+    if done.exists():
+        return
+    rng = np.random.default_rng(0)
+    for split, count in (("train", images), ("val", 2 * CLASSES)):
+        for i in range(count):
+            folder = root / split / f"class{i % CLASSES}"
+            folder.mkdir(parents=True, exist_ok=True)
+            coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize(
+                (width, height), Image.BICUBIC
+            )
+            grain = rng.normal(0, 12, (height, width, 3))
+            pixels = np.clip(np.asarray(coarse, dtype=np.float32) + grain, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i:05d}.jpg", quality=90)
+    done.touch()
+
+
+def project_epoch(root: Path, workers: int, batch_size: int) -> tuple[int, float]:
+    data = ImageFolderDataModule(
+        str(root), image_size=SIZE, resize="shorter_side", crop_size=CROP, channels=3, mean=MEAN, std=STD,
+        batch_size=batch_size, decode="stream", num_workers=workers, horizontal_flip=True,
+    )  # fmt: skip
+    data.setup("fit")  # the scan: not timed
+    start, images = time.perf_counter(), 0
+    for pixels, _, _ in data.train_dataloader():
+        images += len(data.transform(pixels, train=True))
+    return images, time.perf_counter() - start
+
+
+def torchvision_epoch(root: Path, workers: int, batch_size: int) -> tuple[int, float]:
+    transform = v2.Compose([
+        v2.Resize(SIZE), v2.RandomCrop(CROP), v2.RandomHorizontalFlip(),
+        v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD),
+    ])  # fmt: skip
+    dataset = datasets.ImageFolder(str(root / "train"), transform=transform)  # the listing: not timed
+    start, images = time.perf_counter(), 0
+    for pixels, _ in DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers):
+        images += len(pixels)
+    return images, time.perf_counter() - start
+
+
+WAYS = {
+    "project (data=imagefolder, streamed)": project_epoch,
+    "torchvision ImageFolder + transforms.v2": torchvision_epoch,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, help="the JPEG folder (generated there once); default: a temp dir")
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--width", type=int, default=400)
+    parser.add_argument("--height", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--main-threads", type=int, default=1, help="torch threads of the main process")
+    args = parser.parse_args()
+    torch.set_num_threads(args.main_threads)
+    with tempfile.TemporaryDirectory(prefix="folder-throughput-") as scratch:
+        root = args.dir or Path(scratch)
+        make_folder(root, args.images, args.width, args.height)
+        for path in root.rglob("*.jpg"):
+            path.read_bytes()  # into the page cache: both ways read from memory
+        rates: dict[str, list[float]] = {name: [] for name in WAYS}
+        load_before = os.getloadavg()
+        for _ in range(args.repeats):
+            for name, epoch in WAYS.items():
+                images, seconds = epoch(root, args.workers, args.batch_size)
+                rates[name].append(images / seconds)
+        load_after = os.getloadavg()
+    print(report(args, rates, load_before, load_after))
+
+
+def report(args, rates: dict[str, list[float]], load_before, load_after) -> str:
+    (project, reference) = rates.values()
+    ratios = [a / b for a, b in zip(project, reference)]  # each repeat's pair, run back to back
+    lines = [
+        f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        f"machine: {platform.node()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+        f"Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
+        f"Pillow {PIL.__version__}",
+        f"load average (1, 5, 15 min): before {', '.join(f'{x:.1f}' for x in load_before)}; "
+        f"after {', '.join(f'{x:.1f}' for x in load_after)}",
+        f"command: python {' '.join(sys.argv)}",
+        f"{args.images} JPEGs of {args.width}x{args.height}, {args.workers} workers, batch {args.batch_size}, "
+        f"{args.main_threads} torch thread(s) in the main process, {args.repeats} interleaved repeats of one epoch each",
+        "",
+        "| way | images/s, median | min - max |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | {statistics.median(r):.0f} | {min(r):.0f} - {max(r):.0f} |" for name, r in rates.items()]
+    lines.append(
+        f"| ratio project / torchvision (per repeat) | {statistics.median(ratios):.2f} | "
+        f"{min(ratios):.2f} - {max(ratios):.2f} |"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
