@@ -20,10 +20,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from classic_cnns.tools.benchmark.measure import check_settings, device_of, measure
-from classic_cnns.tools.benchmark.report import bar_chart, machine, results_json, section, write_section
 from classic_cnns.runs.entry_points import exit_on_user_error
 from classic_cnns.runs.resolvers import register_resolvers
+from classic_cnns.tools.benchmark.measure import check_settings, device_of, measure
+from classic_cnns.tools.benchmark.report import bar_chart, machine, results_json, section, write_section
 
 COMMAND = "python scripts/benchmark.py " + shlex.join(sys.argv[1:])
 

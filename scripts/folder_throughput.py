@@ -66,9 +66,18 @@ def make_folder(root: Path, images: int, width: int, height: int) -> None:
 
 def project_epoch(root: Path, workers: int, batch_size: int) -> tuple[int, float]:
     data = ImageFolderDataModule(
-        str(root), image_size=SIZE, resize="shorter_side", crop_size=CROP, channels=3, mean=MEAN, std=STD,
-        batch_size=batch_size, decode="stream", num_workers=workers, horizontal_flip=True,
-    )  # fmt: skip
+        str(root),
+        image_size=SIZE,
+        resize="shorter_side",
+        crop_size=CROP,
+        channels=3,
+        mean=MEAN,
+        std=STD,
+        batch_size=batch_size,
+        decode="stream",
+        num_workers=workers,
+        horizontal_flip=True,
+    )
     data.setup("fit")  # the scan: not timed
     start, images = time.perf_counter(), 0
     for pixels, _, _ in data.train_dataloader():
@@ -77,10 +86,16 @@ def project_epoch(root: Path, workers: int, batch_size: int) -> tuple[int, float
 
 
 def torchvision_epoch(root: Path, workers: int, batch_size: int) -> tuple[int, float]:
-    transform = v2.Compose([
-        v2.Resize(SIZE), v2.RandomCrop(CROP), v2.RandomHorizontalFlip(),
-        v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD),
-    ])  # fmt: skip
+    transform = v2.Compose(
+        [
+            v2.Resize(SIZE),
+            v2.RandomCrop(CROP),
+            v2.RandomHorizontalFlip(),
+            v2.PILToTensor(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(MEAN, STD),
+        ]
+    )
     dataset = datasets.ImageFolder(str(root / "train"), transform=transform)  # the listing: not timed
     start, images = time.perf_counter(), 0
     for pixels, _ in DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers):

@@ -36,18 +36,27 @@ from omegaconf import DictConfig
 from classic_cnns.runs.entry_points import compose_train_config
 from classic_cnns.runs.resolvers import auto_precision, register_resolvers
 from classic_cnns.runs.train import train
-from classic_cnns.tools.benchmark.measure import LIGHTNING, REFERENCE_LOOP, RESIDENT_LOOP, WAYS, Result, measure
+from classic_cnns.tools.benchmark.measure import LIGHTNING, RESIDENT_LOOP, WAYS, Result, measure
 from classic_cnns.tools.benchmark.report import bar_chart, machine, median, median_ratio, section, write_section
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: conf/, train.py
 
 # Small enough for seconds on a CPU, big enough for every step to do its real work.
 DRY = [
-    "trainer.accelerator=cpu", "trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2", "data.batch_size=16", "data.eval_batch_size=32", "data.val_size=32",
-    "callbacks=fast", "callbacks.progress_bar=null", "logger=csv", "++trainer.enable_model_summary=false",
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "data.batch_size=16",
+    "data.eval_batch_size=32",
+    "data.val_size=32",
+    "callbacks=fast",
+    "callbacks.progress_bar=null",
+    "logger=csv",
+    "++trainer.enable_model_summary=false",
     "++trainer.enable_progress_bar=false",
-]  # fmt: skip  (one row per concern reads better than one override a line)
+]
 CHECK_EPOCHS = ["trainer.max_epochs=2"]  # the checks compare runs; two epochs show it as well as ten
 # Fewer, larger steps than the CPU-chosen lenet5_fast (1 epoch of 64-image batches): a GPU's step
 # costs about the same for 64 or 1024 images, so the first GPU run picks one of these by measurement.
@@ -93,7 +102,9 @@ def check_plan(steps: list[Planned]) -> list[str]:
     for part, limit in MAX_EPOCHS.items():
         epochs = sum(s.runs * s.epochs for s in steps if s.part == part)
         if epochs > limit:
-            problems.append(f"part {part} plans {epochs} epochs, more than its {limit}: fewer repeats (--repeats) or runs")
+            problems.append(
+                f"part {part} plans {epochs} epochs, more than its {limit}: fewer repeats (--repeats) or runs"
+            )
     return problems
 
 
@@ -156,7 +167,9 @@ class Acceptance:
     # --- helpers ---------------------------------------------------------------------------
     def config(self, name: str, *overrides: str) -> DictConfig:
         """train.py's config for `overrides` (plus the dry sizes), writing into out/name."""
-        return compose_train_config([f"paths.output_dir={self.out / name}", f"data.data_dir={self.data_dir}", *self.sizes(), *overrides])
+        return compose_train_config(
+            [f"paths.output_dir={self.out / name}", f"data.data_dir={self.data_dir}", *self.sizes(), *overrides]
+        )
 
     def sizes(self) -> list[str]:
         return DRY if self.dry else []
@@ -168,11 +181,20 @@ class Acceptance:
     def cli(self, *args: str, run_dir: Path | None = None) -> tuple[subprocess.CompletedProcess, float]:
         """`python train.py ARGS` in a process of its own; (the finished process, its seconds)."""
         where = [f"hydra.run.dir={run_dir}"] if run_dir else []
-        command = [sys.executable, str(ROOT / "train.py"), *args, *where, f"data.data_dir={self.data_dir}", *self.sizes()]
+        command = [
+            sys.executable,
+            str(ROOT / "train.py"),
+            *args,
+            *where,
+            f"data.data_dir={self.data_dir}",
+            *self.sizes(),
+        ]
         # The callbacks below are given to those processes by name: gpu_acceptance.KillAtEpoch.
         path = os.pathsep.join(filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")]))
         start = time.perf_counter()
-        done = subprocess.run(command, cwd=self.out, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": path})
+        done = subprocess.run(
+            command, cwd=self.out, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": path}
+        )
         return done, time.perf_counter() - start
 
     def step(self, name: str, check: Callable[[], tuple[bool | None, str]]) -> None:
@@ -182,7 +204,10 @@ class Acceptance:
             try:
                 ok, detail = check()
             except Exception as error:  # one broken step must not hide the others
-                ok, detail = False, f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+                ok, detail = (
+                    False,
+                    f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}",
+                )
         self.steps.append(Step(name, ok, detail))
         print(f"[{'ok' if ok else 'not run' if ok is None else 'FAILED'}] {name}: {detail}", flush=True)
 
@@ -206,7 +231,10 @@ class Acceptance:
         convs = [w for k, w in plain.items() if k.endswith("weight") and w.ndim == 4]
         nhwc = all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
         same_keys = list(plain) == list(compiled)
-        return nhwc and same_keys, f"conv weights channels_last: {nhwc}; compiled checkpoint keys = plain keys: {same_keys}"
+        return (
+            nhwc and same_keys,
+            f"conv weights channels_last: {nhwc}; compiled checkpoint keys = plain keys: {same_keys}",
+        )
 
     def check_placement(self) -> tuple[bool | None, str]:
         device = self.run("placement_device", *CHECK_EPOCHS, "data.placement=device")
@@ -240,7 +268,10 @@ class Acceptance:
         differences = {k: abs(whole[k] - resumed[k]) for k in keys}
         tolerance = 0.0 if self.dry else 0.005
         worst = max(differences.values())
-        return worst <= tolerance, f"killed at epoch 1, resumed: largest metric difference {worst:.2g} (allowed {tolerance})"
+        return (
+            worst <= tolerance,
+            f"killed at epoch 1, resumed: largest metric difference {worst:.2g} (allowed {tolerance})",
+        )
 
     def check_per_gpu(self) -> tuple[bool | None, str]:
         if self.gpus < 2:
@@ -249,17 +280,24 @@ class Acceptance:
         record = "+callbacks.where={_target_:gpu_acceptance.RecordDevice,path:device.txt}"
         sweep = self.out / "per_gpu"
         done, _ = self.cli("-m", "hydra/launcher=per_gpu", f"seed={seeds}", record, f"hydra.sweep.dir={sweep}")
-        devices = [(sweep / str(job) / "device.txt").read_text() for job in range(self.gpus)] if done.returncode == 0 else []
+        devices = (
+            [(sweep / str(job) / "device.txt").read_text() for job in range(self.gpus)] if done.returncode == 0 else []
+        )
         return len(set(devices)) == self.gpus, f"{self.gpus} jobs on {len(set(devices))} distinct GPUs"
 
     def check_ddp(self) -> tuple[bool | None, str]:
         if self.gpus < 2:
-            return None, f"needs 2+ GPUs ({self.gpus} here); DDP runs on the CPU in tests/test_cli.py and tests/test_distributed.py"
+            return (
+                None,
+                f"needs 2+ GPUs ({self.gpus} here); DDP runs on the CPU in tests/test_cli.py and tests/test_distributed.py",
+            )
         done, _ = self.cli("trainer=ddp", f"trainer.devices={self.gpus}", run_dir=self.out / "ddp")
         return done.returncode == 0, f"trainer=ddp on {self.gpus} GPUs: exit {done.returncode}"
 
     # --- benchmarks ------------------------------------------------------------------------
-    def benchmark(self, title: str, overrides: Sequence[str], ways: Sequence[str], target: float | None, max_batches: int | None) -> list[Result]:
+    def benchmark(
+        self, title: str, overrides: Sequence[str], ways: Sequence[str], target: float | None, max_batches: int | None
+    ) -> list[Result]:
         name = f"{title}, {self.machine_name()}"
         run_dir = self.out / "benchmark" / "".join(c if c.isalnum() else "_" for c in title)
         cfg = self.config(str(run_dir.relative_to(self.out)), *overrides)
@@ -268,15 +306,22 @@ class Acceptance:
         bar_chart(results, name, chart)
         machine_text = machine(torch.device("cuda" if self.gpus else "cpu"), str(cfg.trainer.precision))
         command = "python scripts/gpu_acceptance.py --part bench" + (" --dry" if self.dry else "")
-        write_section(self.doc, name, section(name, results, machine_text, command, target, chart.relative_to(self.doc.parent).as_posix()))
+        write_section(
+            self.doc,
+            name,
+            section(name, results, machine_text, command, target, chart.relative_to(self.doc.parent).as_posix()),
+        )
         return results
 
     def bench_lenet(self) -> tuple[bool | None, str]:
         lenet = self.benchmark("LeNet-5 on MNIST (lenet5_fast)", ["experiment=lenet5_fast"], WAYS, 0.99, None)
         self.targets += [
             self.accuracy_in_time("LeNet-5 >= 99.0% test within 2 s of fit", lenet, 0.99, 2.0),
-            Target("the Lightning way within 5% of the resident loop (LeNet-5)", *self.at_least(median_ratio(lenet, LIGHTNING, RESIDENT_LOOP), 0.95, "{:.3f}x")),
-        ]  # fmt: skip  (a Target reads as one row)
+            Target(
+                "the Lightning way within 5% of the resident loop (LeNet-5)",
+                *self.at_least(median_ratio(lenet, LIGHTNING, RESIDENT_LOOP), 0.95, "{:.3f}x"),
+            ),
+        ]
         return True, f"{self.repeats} repeat(s) of {', '.join(WAYS)}"
 
     def bench_alexnet(self) -> tuple[bool | None, str]:
@@ -285,11 +330,15 @@ class Acceptance:
         return True, f"{self.repeats} repeat(s) of {', '.join(WAYS)}"
 
     def bench_224(self) -> tuple[bool | None, str]:
-        at_224 = [*AT_224, "data.image_size=64", "data.batch_size=16"] if self.dry else AT_224  # dry: the same steps, smaller
+        at_224 = (
+            [*AT_224, "data.image_size=64", "data.batch_size=16"] if self.dry else AT_224
+        )  # dry: the same steps, smaller
         ways = [RESIDENT_LOOP, LIGHTNING]
         throughput = self.benchmark("AlexNet at 224x224, throughput", at_224, ways, None, 40)
         speed = median(throughput, LIGHTNING, lambda r: r.images_per_second)
-        self.targets.append(Target("AlexNet 224 >= 34,000 training images/s", *self.at_least(speed, 34_000, "{:,.0f} images/s")))
+        self.targets.append(
+            Target("AlexNet 224 >= 34,000 training images/s", *self.at_least(speed, 34_000, "{:,.0f} images/s"))
+        )
         return True, f"{self.repeats} repeat(s) of {', '.join(ways)}"
 
     def bench_candidates(self) -> tuple[bool | None, str]:
@@ -302,8 +351,10 @@ class Acceptance:
             if self.dry:  # one, with the dry sizes' batch and lr: the tiny random data set has no large batches
                 overrides = [o for o in overrides if not o.startswith(("data.batch_size=", "optimizer.lr="))]
             results = self.benchmark(title, ["experiment=lenet5_fast", *overrides], [LIGHTNING], 0.99, None)
-            rows.append(f"{name}: val {median(results, LIGHTNING, lambda r: r.val_acc[-1]):.4f}, "
-                        f"fit {median(results, LIGHTNING, lambda r: r.fit_seconds):.2f} s")  # fmt: skip
+            rows.append(
+                f"{name}: val {median(results, LIGHTNING, lambda r: r.val_acc[-1]):.4f}, "
+                f"fit {median(results, LIGHTNING, lambda r: r.fit_seconds):.2f} s"
+            )
         return True, "; ".join(rows)
 
     def run_sweep(self) -> tuple[bool | None, str]:
@@ -318,7 +369,9 @@ class Acceptance:
             if done.returncode != 0:
                 raise RuntimeError(f"the {mode} sweep failed: {done.stderr[-300:]}")
         text = f"parallel {seconds['parallel']:.1f} s, sequential {seconds['sequential']:.1f} s"
-        self.targets.append(Target("12-job LeNet-5 sweep <= 60 s", text, None if self.dry else seconds["parallel"] <= 60))
+        self.targets.append(
+            Target("12-job LeNet-5 sweep <= 60 s", text, None if self.dry else seconds["parallel"] <= 60)
+        )
         return True, text
 
     # --- figures -----------------------------------------------------------------------------
@@ -328,7 +381,9 @@ class Acceptance:
     def accuracy_in_time(self, name: str, results: list[Result], accuracy: float, seconds: float) -> Target:
         test = median(results, LIGHTNING, lambda r: r.test_acc)
         fit = median(results, LIGHTNING, lambda r: r.fit_seconds)
-        return Target(name, f"test {test:.4f} in {fit:.2f} s of fit", None if self.dry else test >= accuracy and fit <= seconds)
+        return Target(
+            name, f"test {test:.4f} in {fit:.2f} s of fit", None if self.dry else test >= accuracy and fit <= seconds
+        )
 
     def machine_name(self) -> str:
         return torch.cuda.get_device_name(0) if self.gpus else "CPU (dry mode)"
@@ -336,9 +391,13 @@ class Acceptance:
     def environment(self) -> str:
         if not self.gpus:
             return f"CPU ({platform.machine()}, dry mode: tiny sizes, nothing measured)"
-        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True)
-        return (f"{self.gpus} x {torch.cuda.get_device_name(0)}, driver {driver.stdout.split()[0] if driver.returncode == 0 else 'unknown'}, "
-                f"CUDA {torch.version.cuda}, torch {torch.__version__}, lightning {L.__version__}")  # fmt: skip
+        driver = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True
+        )
+        return (
+            f"{self.gpus} x {torch.cuda.get_device_name(0)}, driver {driver.stdout.split()[0] if driver.returncode == 0 else 'unknown'}, "
+            f"CUDA {torch.version.cuda}, torch {torch.__version__}, lightning {L.__version__}"
+        )
 
     def summary(self, part: str) -> str:
         mark = {True: "yes", False: "NO", None: "-"}
@@ -397,8 +456,12 @@ def main() -> int:
     parser.add_argument("--dry", action="store_true", help="tiny sizes on the CPU (the default without CUDA)")
     parser.add_argument("--data-dir", default=os.environ.get("CLASSIC_CNNS_DATA_DIR", str(ROOT / "data")))
     parser.add_argument("--out", default=None, help="run dirs (default: outputs/acceptance/DATE_TIME)")
-    parser.add_argument("--doc", default=None, help="where the sections go (default: docs/benchmarks.md; dry: OUT/benchmarks.md)")
-    parser.add_argument("--repeats", type=int, default=None, help=f"runs of each benchmark way (default {REPEATS}; dry 1)")
+    parser.add_argument(
+        "--doc", default=None, help="where the sections go (default: docs/benchmarks.md; dry: OUT/benchmarks.md)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help=f"runs of each benchmark way (default {REPEATS}; dry 1)"
+    )
     args = parser.parse_args()
     dry = args.dry or not torch.cuda.is_available()
     repeats = args.repeats or (1 if dry else REPEATS)

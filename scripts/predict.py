@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from classic_cnns.runs.entry_points import NO_RUN_DIR, exit_on_user_error
 from classic_cnns.runs.config_checks import validate
+from classic_cnns.runs.entry_points import NO_RUN_DIR, exit_on_user_error
 from classic_cnns.tools.inference import predict, write_predictions_csv
 
 

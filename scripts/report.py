@@ -20,7 +20,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir")
     parser.add_argument("output_dir", nargs="?")
-    parser.add_argument("--train-acc-target", type=float, metavar="ACC", help="report the epochs to this training accuracy")
+    parser.add_argument(
+        "--train-acc-target", type=float, metavar="ACC", help="report the epochs to this training accuracy"
+    )
     args = parser.parse_args()
     if args.train_acc_target is not None and not 0 < args.train_acc_target <= 1:
         parser.error(f"--train-acc-target is an accuracy in (0, 1], got {args.train_acc_target}")

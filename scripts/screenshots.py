@@ -21,9 +21,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = [
-    "-m", "pooling=max,avg,min", "seed=0,1", "trainer=cpu", "trainer.max_epochs=4", "trainer.limit_train_batches=60",
+    "-m",
+    "pooling=max,avg,min",
+    "seed=0,1",
+    "trainer=cpu",
+    "trainer.max_epochs=4",
+    "trainer.limit_train_batches=60",
     "callbacks.views.every_n_epochs=1",
-]  # fmt: skip
+]
 # (tab, what the page must show before the photo, file)
 TABS = [
     ("#scalars&tagFilter=%5E(train%7Cval)%2Facc%24", "val/acc", "scalars.png"),
@@ -33,7 +38,13 @@ TABS = [
 
 
 def run_sweep(data_dir: Path, sweep_dir: Path) -> None:
-    command = [sys.executable, str(ROOT / "train.py"), *SWEEP, f"data.data_dir={data_dir}", f"hydra.sweep.dir={sweep_dir}"]
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *SWEEP,
+        f"data.data_dir={data_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
 
@@ -48,8 +59,9 @@ def serve(logdir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/"
     for _ in range(120):
         try:
@@ -105,7 +117,9 @@ def photograph(driver, url: str, expected: str, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="data", help="where MNIST is (data.data_dir)")
-    parser.add_argument("--sweep-dir", help="where the sweep goes (default: a temporary dir); an existing sweep is reused")
+    parser.add_argument(
+        "--sweep-dir", help="where the sweep goes (default: a temporary dir); an existing sweep is reused"
+    )
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
     args = parser.parse_args()
     out = Path(args.out)

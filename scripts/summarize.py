@@ -10,10 +10,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from classic_cnns.runs.entry_points import NO_RUN_DIR
-from classic_cnns.runs.console import print_wide
-from classic_cnns.runs.resolvers import register_resolvers
 from classic_cnns.layer_table import summarize, to_markdown, to_rich
+from classic_cnns.runs.console import print_wide
+from classic_cnns.runs.entry_points import NO_RUN_DIR
+from classic_cnns.runs.resolvers import register_resolvers
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -19,7 +19,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["trainer=debug", "trainer.detect_anomaly=false", "data.batch_size=32", "data.val_size=40", "data.eval_batch_size=50"]
+TINY = [
+    "trainer=debug",
+    "trainer.detect_anomaly=false",
+    "data.batch_size=32",
+    "data.val_size=40",
+    "data.eval_batch_size=50",
+]
 
 
 def commands(kind: str, jobs: int) -> tuple[list[str], dict[str, list[str]]]:
@@ -29,7 +35,10 @@ def commands(kind: str, jobs: int) -> tuple[list[str], dict[str, list[str]]]:
         common = ["-m", "trainer=cpu", "trainer.max_epochs=1", f"seed={seeds}"]
         return common, {"sequential": [], "parallel n_jobs=2": ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"]}
     common = ["hparams_search=lenet5_optuna", f"hydra.sweeper.n_trials={jobs}", "trainer=cpu", "trainer.max_epochs=1"]
-    return common, {"sequential": ["hydra.sweeper.n_jobs=1"], "4 trials at once": ["hydra/launcher=parallel", "hydra.launcher.n_jobs=4"]}
+    return common, {
+        "sequential": ["hydra.sweeper.n_jobs=1"],
+        "4 trials at once": ["hydra/launcher=parallel", "hydra.launcher.n_jobs=4"],
+    }
 
 
 def main() -> None:
@@ -37,7 +46,9 @@ def main() -> None:
     parser.add_argument("kind", choices=["sweep", "search"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=12, help="jobs of the sweep / trials of the search")
-    parser.add_argument("--tiny", action="store_true", help="a few batches per job: checks the command, measures nothing")
+    parser.add_argument(
+        "--tiny", action="store_true", help="a few batches per job: checks the command, measures nothing"
+    )
     parser.add_argument("--json", type=Path, help="write the times here")
     parser.add_argument("overrides", nargs="*", help="more train.py overrides (after --)")
     args = parser.parse_args()
@@ -65,7 +76,9 @@ def main() -> None:
     ratio = statistics.median(times[second]) / statistics.median(times[first])
     print(f"\n{second} / {first}: {ratio:.2f} of the wall time (ratio of medians)")
     if args.json:
-        args.json.write_text(json.dumps({"kind": args.kind, "common": common, "ways": ways, "times": times, "ratio": ratio}, indent=2))
+        args.json.write_text(
+            json.dumps({"kind": args.kind, "common": common, "ways": ways, "times": times, "ratio": ratio}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -121,7 +121,10 @@ def postgres_url() -> Iterator[str]:
         service_unavailable("no PostgreSQL server binaries (apt-get install postgresql)")
     if importlib.util.find_spec("psycopg") is None:
         service_unavailable("no PostgreSQL driver (pip install 'psycopg[binary]', in the test extra)")
-    bin_dir, root = bins[-1].parent, Path(tempfile.mkdtemp(prefix="classic_cnns_postgres_"))  # outside pytest's 0700 dirs
+    bin_dir, root = (
+        bins[-1].parent,
+        Path(tempfile.mkdtemp(prefix="classic_cnns_postgres_")),
+    )  # outside pytest's 0700 dirs
     as_user = []
     if os.geteuid() == 0:  # the server refuses to run as root
         shutil.chown(root, "postgres")
@@ -138,7 +141,9 @@ def postgres_url() -> Iterator[str]:
     for step in steps:
         done = subprocess.run([*as_user, *step], capture_output=True, text=True)
         if done.returncode != 0:
-            service_unavailable(f"PostgreSQL did not start ({' '.join(step[:1])}): {(done.stderr or done.stdout)[-500:]}")
+            service_unavailable(
+                f"PostgreSQL did not start ({' '.join(step[:1])}): {(done.stderr or done.stdout)[-500:]}"
+            )
     yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
     shutil.rmtree(root, ignore_errors=True)
@@ -148,9 +153,13 @@ def postgres_url() -> Iterator[str]:
 def slurm_cluster() -> str:
     """The name of an idle SLURM partition to submit to (scripts/slurm_local_cluster.sh start)."""
     if shutil.which("sinfo") is None:
-        service_unavailable("no SLURM here: scripts/slurm_local_cluster.sh install && scripts/slurm_local_cluster.sh start")
+        service_unavailable(
+            "no SLURM here: scripts/slurm_local_cluster.sh install && scripts/slurm_local_cluster.sh start"
+        )
     state = subprocess.run(["sinfo", "-h", "-o", "%P %t"], capture_output=True, text=True, timeout=30)
     partitions = [line.split() for line in state.stdout.splitlines() if line.split()[-1:] in (["idle"], ["mix"])]
     if state.returncode != 0 or not partitions:
-        service_unavailable(f"no idle SLURM node (scripts/slurm_local_cluster.sh start): {state.stderr.strip() or state.stdout.strip()}")
+        service_unavailable(
+            f"no idle SLURM node (scripts/slurm_local_cluster.sh start): {state.stderr.strip() or state.stdout.strip()}"
+        )
     return partitions[0][0].rstrip("*")

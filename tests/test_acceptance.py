@@ -29,7 +29,12 @@ def test_dry_mode_runs_every_step_and_writes_the_summary(acceptance, data_dir, t
     assert ran["hydra/launcher=per_gpu gives each job its own GPU"] is None  # needs GPUs, says so
     assert ran["benchmark: lenet5_fast GPU candidates"] is True
     text = doc.read_text()
-    for section in ("LeNet-5 on MNIST (lenet5_fast)", "AlexNet on CIFAR-10 (alexnet_fast)", "AlexNet at 224x224, throughput", "GPU acceptance (all)"):
+    for section in (
+        "LeNet-5 on MNIST (lenet5_fast)",
+        "AlexNet on CIFAR-10 (alexnet_fast)",
+        "AlexNet at 224x224, throughput",
+        "GPU acceptance (all)",
+    ):
         assert f"<!-- benchmark: {section}, CPU (dry mode) -->" in text
     assert "| 12-job LeNet-5 sweep <= 60 s | parallel " in text and "nothing measured" in text
 
@@ -47,4 +52,6 @@ def test_the_plan_fits_the_budget_and_a_larger_one_is_refused(acceptance):
     problems = acceptance.check_plan(acceptance.plan(10))
     assert problems and all("more than its" in p for p in problems)
     assert set(acceptance.MAX_EPOCHS) == {"checks", "bench", "sweep"} == set(acceptance.BUDGET_S) - {"all"}
-    assert max(acceptance.BUDGET_S[p] for p in ("checks", "bench", "sweep")) <= 300 and acceptance.BUDGET_S["all"] <= 480
+    assert (
+        max(acceptance.BUDGET_S[p] for p in ("checks", "bench", "sweep")) <= 300 and acceptance.BUDGET_S["all"] <= 480
+    )

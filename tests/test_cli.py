@@ -18,7 +18,11 @@ def run_cli(*args: str, data_dir, cwd) -> subprocess.CompletedProcess:
     env = {**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir), "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=240,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
 
 
@@ -32,21 +36,38 @@ def test_multirun_gives_each_job_its_own_dir_and_tensorboard_run(data_dir, tmp_p
         assert json.loads((job / "metrics.json").read_text())["test/acc"] >= 0.0
         assert tensorboard_run(job) == job / f"pooling={pooling}"  # only what the sweep varies
         events = EventAccumulator(str(job / f"pooling={pooling}")).Reload()
-        experiment = HParamsPluginData.FromString(events.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
+        experiment = HParamsPluginData.FromString(
+            events.PluginTagToContent("hparams")["_hparams_/experiment"]
+        ).experiment
         # the table's columns: what the sweep varies, then the metrics, accuracies first (not 5 config columns first)
         assert [(h.name, h.differs) for h in experiment.hparam_infos] == [("choices/pooling", True)]
         assert [m.name.tag for m in experiment.metric_infos][:2] == ["hp/val_acc", "hp/test_acc"]
-    assert result.stdout.rstrip().splitlines()[-3:] == [
-        f"2 finished, 0 failed (every job's status: {sweep.relative_to(tmp_path)}/sweep_summary.json)",
-        f"report       python {ROOT / 'scripts' / 'report.py'} {sweep.relative_to(tmp_path)}",  # run from elsewhere: no ../../
-        f"TensorBoard  tensorboard --logdir {sweep.relative_to(tmp_path)}",
-    ]
+    assert (
+        result.stdout.rstrip().splitlines()[-3:]
+        == [
+            f"2 finished, 0 failed (every job's status: {sweep.relative_to(tmp_path)}/sweep_summary.json)",
+            f"report       python {ROOT / 'scripts' / 'report.py'} {sweep.relative_to(tmp_path)}",  # run from elsewhere: no ../../
+            f"TensorBoard  tensorboard --logdir {sweep.relative_to(tmp_path)}",
+        ]
+    )
     # the config once, then one line per job (after Hydra's launch line), no layer tables
-    assert result.stdout.count("train config") == 1 and "pooling: max,avg" in result.stdout and "features.0" not in result.stdout
+    assert (
+        result.stdout.count("train config") == 1
+        and "pooling: max,avg" in result.stdout
+        and "features.0" not in result.stdout
+    )
     job_lines = [line for line in result.stdout.splitlines() if line.startswith("job ")]
     assert [line.split(": done in")[0] for line in job_lines] == ["job 0 pooling=max", "job 1 pooling=avg"]
     output = result.stdout + result.stderr
-    for chatter in ("GPU available", "TPU available", "Loading `train_dataloader`", "`Trainer.fit` stopped", "Restoring states", "Loaded model weights", "logging interval"):
+    for chatter in (
+        "GPU available",
+        "TPU available",
+        "Loading `train_dataloader`",
+        "`Trainer.fit` stopped",
+        "Restoring states",
+        "Loaded model weights",
+        "logging interval",
+    ):
         assert chatter not in output, chatter
     assert "Restoring states from the checkpoint" in (jobs[0] / "train.log").read_text()  # kept in the job's log
 
@@ -87,8 +108,11 @@ def test_runs_started_together_never_share_a_dir(data_dir, tmp_path):
     procs = [
         subprocess.Popen(
             [sys.executable, str(ROOT / "train.py"), *FAST, "callbacks=none", "logger=csv"],
-            cwd=tmp_path, env={**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            cwd=tmp_path,
+            env={**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]
@@ -99,7 +123,12 @@ def test_runs_started_together_never_share_a_dir(data_dir, tmp_path):
 
 
 def test_ddp_on_cpu_runs_two_processes_in_one_run_dir(data_dir, tmp_path):
-    limits = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+    limits = [
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+    ]
     data = [o for o in FAST if o.startswith("data.")]
     result = run_cli("trainer=ddp", "trainer.accelerator=cpu", *limits, *data, data_dir=data_dir, cwd=tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
@@ -109,7 +138,12 @@ def test_ddp_on_cpu_runs_two_processes_in_one_run_dir(data_dir, tmp_path):
 
 
 def test_ddp_inside_a_multirun_runs_each_job_once_on_two_ranks(data_dir, tmp_path):
-    limits = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+    limits = [
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+    ]
     data = [o for o in FAST if o.startswith("data.")]
     args = ["-m", "trainer=ddp", "trainer.accelerator=cpu", "pooling=max,avg", "seed=null", *limits, *data]
     result = run_cli(*args, data_dir=data_dir, cwd=tmp_path)
@@ -136,13 +170,17 @@ def test_ddp_inside_a_multirun_runs_each_job_once_on_two_ranks(data_dir, tmp_pat
 )
 def test_launchers_run_every_job_and_survive_a_failed_one(data_dir, tmp_path, launcher):
     fast = [o for o in FAST if not o.startswith("data.val_size")]
-    result = run_cli("-m", *launcher, "data.val_size=40,240", *fast, data_dir=data_dir, cwd=tmp_path)  # 240: all of the tiny set
+    result = run_cli(
+        "-m", *launcher, "data.val_size=40,240", *fast, data_dir=data_dir, cwd=tmp_path
+    )  # 240: all of the tiny set
     assert result.returncode == 1
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     assert [job["status"] for job in json.loads((sweep / "sweep_summary.json").read_text())] == ["completed", "failed"]
     assert (sweep / "0" / "metrics.json").exists() and (sweep / "1" / "error.txt").exists()
     if "hydra.launcher.n_jobs=2" in launcher:  # two jobs at once share the cores instead of each taking all
-        assert json.loads((sweep / "0" / "metrics.json").read_text())["cpu_threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
+        assert json.loads((sweep / "0" / "metrics.json").read_text())["cpu_threads"] == max(
+            1, len(os.sched_getaffinity(0)) // 2
+        )
 
 
 def test_slurm_launcher_config_composes():
@@ -151,6 +189,8 @@ def test_slurm_launcher_config_composes():
     from .conftest import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+        cfg = compose(
+            "train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu" and launcher.gpus_per_node == 1

@@ -4,7 +4,6 @@ every list the run machinery keeps is read off it."""
 import re
 
 import yaml
-
 from omegaconf import OmegaConf
 
 from classic_cnns.runs import config_checks, resume, tensorboard_record
@@ -45,4 +44,3 @@ def test_the_run_machinery_reads_its_lists_off_the_table():
     assert tensorboard_record.INFRASTRUCTURE == keys_with(WHERE)
     assert resume.SAME_AS_CHECKPOINT == keys_with(SAME_ON_RESUME)
     assert config_checks.INSTANTIATED == keys_with(BUILT) == ("model", "data", "optimizer", "scheduler")
-

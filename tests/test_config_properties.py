@@ -24,7 +24,13 @@ from classic_cnns.runs.config_checks import CHECKS, ConfigError, require_visible
 from .conftest import CONF_DIR, ROOT
 
 NOT_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
-WRONG_TYPES = st.one_of(st.text(max_size=4), st.just(""), st.just([]), st.lists(st.text(max_size=2), min_size=1, max_size=2), st.just({"a": 1}))
+WRONG_TYPES = st.one_of(
+    st.text(max_size=4),
+    st.just(""),
+    st.just([]),
+    st.lists(st.text(max_size=2), min_size=1, max_size=2),
+    st.just({"a": 1}),
+)
 HUGE = st.integers(min_value=2**64, max_value=2**80)
 
 
@@ -34,8 +40,10 @@ def _ints(minimum, maximum, optional):
         st.integers(min_value=maximum + 1) if maximum is not None else st.nothing(),
         HUGE,
         st.floats(allow_nan=True).filter(lambda v: not float(v).is_integer() if math.isfinite(v) else True),
-        st.booleans(), WRONG_TYPES, *([] if optional else [st.none()]),
-    )  # fmt: skip
+        st.booleans(),
+        WRONG_TYPES,
+        *([] if optional else [st.none()]),
+    )
 
 
 def _numbers(low, high, low_open, high_open):
@@ -46,11 +54,23 @@ def _numbers(low, high, low_open, high_open):
 
 def _lists(low, low_open):
     bad_item = _numbers(low, None, low_open, False)
-    return st.one_of(st.just([]), st.lists(bad_item, min_size=1, max_size=3), st.none(), st.floats(), WRONG_TYPES.filter(lambda v: v != []))
+    return st.one_of(
+        st.just([]),
+        st.lists(bad_item, min_size=1, max_size=3),
+        st.none(),
+        st.floats(),
+        WRONG_TYPES.filter(lambda v: v != []),
+    )
 
 
 def _names(names):
-    return st.one_of(st.text(max_size=8).filter(lambda v: v not in names), st.integers(-5, 5).filter(lambda v: v not in names), st.none(), NOT_FINITE, st.just([]))
+    return st.one_of(
+        st.text(max_size=8).filter(lambda v: v not in names),
+        st.integers(-5, 5).filter(lambda v: v not in names),
+        st.none(),
+        NOT_FINITE,
+        st.just([]),
+    )
 
 
 # kind -> generator of values a row of that kind must refuse
@@ -60,12 +80,32 @@ WRONG = {
     "numbers": _lists,
     "one_of": _names,
     "one_of_or_int": lambda names, minimum, maximum: st.one_of(
-        _names(names).filter(lambda v: not (isinstance(v, int) and not isinstance(v, bool) and minimum <= v <= maximum)),
+        _names(names).filter(
+            lambda v: not (isinstance(v, int) and not isinstance(v, bool) and minimum <= v <= maximum)
+        ),
         _ints(minimum, maximum, optional=True),
     ),
-    "bool": lambda optional: st.one_of(st.integers(), st.text(max_size=3), NOT_FINITE, *([] if optional else [st.none()])),
-    "devices": lambda: st.one_of(st.just(0), st.integers(max_value=-2), st.just([]), st.lists(st.integers(max_value=-1), min_size=1, max_size=2), st.sampled_from(["", "0", "abc", "gpu"]), st.floats(), st.none(), st.booleans()),
-    "batch_limit": lambda: st.one_of(st.integers(max_value=-1), st.floats(min_value=1.0, exclude_min=True), st.floats(max_value=0.0, exclude_max=True), NOT_FINITE, st.booleans(), WRONG_TYPES),
+    "bool": lambda optional: st.one_of(
+        st.integers(), st.text(max_size=3), NOT_FINITE, *([] if optional else [st.none()])
+    ),
+    "devices": lambda: st.one_of(
+        st.just(0),
+        st.integers(max_value=-2),
+        st.just([]),
+        st.lists(st.integers(max_value=-1), min_size=1, max_size=2),
+        st.sampled_from(["", "0", "abc", "gpu"]),
+        st.floats(),
+        st.none(),
+        st.booleans(),
+    ),
+    "batch_limit": lambda: st.one_of(
+        st.integers(max_value=-1),
+        st.floats(min_value=1.0, exclude_min=True),
+        st.floats(max_value=0.0, exclude_max=True),
+        NOT_FINITE,
+        st.booleans(),
+        WRONG_TYPES,
+    ),
 }
 
 
@@ -146,15 +186,20 @@ def test_the_values_found_wrong_in_the_issue_are_one_line(override, message):
 def test_trainer_gpu_without_a_gpu_names_the_fix(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     cfg = OmegaConf.create({"trainer": {"accelerator": "gpu"}})
-    with pytest.raises(ConfigError, match=r"trainer.accelerator=gpu but no GPU is visible on this machine .*: use trainer=cpu"):
+    with pytest.raises(
+        ConfigError, match=r"trainer.accelerator=gpu but no GPU is visible on this machine .*: use trainer=cpu"
+    ):
         require_visible_gpu(cfg)
 
 
 def test_the_command_line_exits_1_with_one_line_and_no_run_dir(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "optimizer.momentum=nan", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 1
     assert done.stderr.strip() == "error: invalid config: optimizer.momentum=nan is not allowed: use a number in [0, 1)"
     assert not (tmp_path / "run").exists()

@@ -13,11 +13,11 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from classic_cnns.runs.console import print_wide, quiet_dependencies
 from classic_cnns.models import AlexNet, LayerChoices, LeNet5
+from classic_cnns.runs.console import print_wide, quiet_dependencies
 from classic_cnns.runs.tensorboard_record import flatten, run_name
-from classic_cnns.runs.train import train
 from classic_cnns.runs.tensorboard_views import TensorBoardViews
+from classic_cnns.runs.train import train
 
 from .conftest import CONF_DIR, tensorboard_run
 
@@ -25,9 +25,15 @@ from .conftest import CONF_DIR, tensorboard_run
 def test_run_names_show_what_a_sweep_varies_shortest_first_seed_last():
     overrides = ["++trainer.limit_train_batches=40", "pooling=max", "seed=0", "trainer.max_epochs=2", "trainer=cpu"]
     assert run_name(overrides, {"pooling", "seed"}) == "pooling=max,seed=0"
-    assert run_name(["seed=1", "optimizer.lr=0.1", "model=alexnet"], {"seed", "optimizer.lr", "model"}) == "model=alexnet,optimizer.lr=0.1,seed=1"
+    assert (
+        run_name(["seed=1", "optimizer.lr=0.1", "model=alexnet"], {"seed", "optimizer.lr", "model"})
+        == "model=alexnet,optimizer.lr=0.1,seed=1"
+    )
     # single runs: what changes the experiment, not where or how long it runs
-    assert run_name(["data.data_dir=/d", "model=alexnet", "+trainer.fast_dev_run=true", "data.batch_size=64"], set()) == "model=alexnet,data.batch_size=64"
+    assert (
+        run_name(["data.data_dir=/d", "model=alexnet", "+trainer.fast_dev_run=true", "data.batch_size=64"], set())
+        == "model=alexnet,data.batch_size=64"
+    )
     assert run_name(["trainer=cpu", "paths.output_dir=/o"], set()) == "defaults"
 
 
@@ -50,9 +56,11 @@ def test_hparams_record_holds_choices_overrides_tags_and_hparams_yaml(make_cfg, 
     assert "pooling: avg" in out and "optimizer.lr=0.05" in out  # the composed choices first
     assert "features.0" in out and "connections" in out and "FLOPs" not in out  # the project's layer table
     assert "Tip" not in out and "v_num" not in out
-    end = out[out.index("done in"):]
+    end = out[out.index("done in") :]
     assert "val/acc 0." in end and "test/acc 0." in end
-    assert f"checkpoint   {tmp_path / 'run' / 'checkpoints'}" in end and f"tensorboard --logdir {tmp_path / 'run'}" in end
+    assert (
+        f"checkpoint   {tmp_path / 'run' / 'checkpoints'}" in end and f"tensorboard --logdir {tmp_path / 'run'}" in end
+    )
     assert not [w for w in recwarn if "LeafSpec" in str(w.message) or "srun" in str(w.message)]
 
 
@@ -61,7 +69,9 @@ def test_dependency_noise_is_filtered_at_its_source_not_the_projects_warnings():
         warnings.simplefilter("always")
         quiet_dependencies()
         for module in ("lightning.pytorch.utilities._pytree", "classic_cnns.runs.tensorboard_views"):
-            warnings.warn_explicit("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning, "x.py", 1, module=module)
+            warnings.warn_explicit(
+                "`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning, "x.py", 1, module=module
+            )
     assert [w.filename for w in caught] == ["x.py"] and len(caught) == 1  # the project's one stays
 
 
@@ -94,17 +104,28 @@ def test_feature_map_cards_line_up_across_pooling_and_padding_variants():
     example = torch.zeros(1, 1, 28, 28)
     keys = {
         str(options): list(TensorBoardViews.feature_maps(LeNet5(layers=LayerChoices(**options)), example))
-        for options in ({}, {"pooling": "avg"}, {"pooling": "min"}, {"pooling": "subsampling"}, {"padding": "same"}, {"padding": "valid"})
+        for options in (
+            {},
+            {"pooling": "avg"},
+            {"pooling": "min"},
+            {"pooling": "subsampling"},
+            {"padding": "same"},
+            {"padding": "valid"},
+        )
     }
     assert all(k == ["01_conv", "02_pool", "03_conv", "04_pool"] for k in keys.values()), keys
-    alexnet = TensorBoardViews.feature_maps(AlexNet(layers=LayerChoices(padding="same"), input_size=(67, 67)), torch.zeros(1, 3, 67, 67))
+    alexnet = TensorBoardViews.feature_maps(
+        AlexNet(layers=LayerChoices(padding="same"), input_size=(67, 67)), torch.zeros(1, 3, 67, 67)
+    )
     assert list(alexnet) == ["01_conv", "02_pool", "03_conv", "04_pool", "05_conv", "06_conv", "07_conv", "08_pool"]
 
 
 def test_one_data_dir_key_and_no_stale_path(make_cfg, tmp_path):
     cfg = make_cfg(f"data.data_dir={tmp_path / 'elsewhere'}")
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
-    assert [key for key in flat if "data_dir" in key] == ["data/data_dir"] and flat["data/data_dir"] == str(tmp_path / "elsewhere")
+    assert [key for key in flat if "data_dir" in key] == ["data/data_dir"] and flat["data/data_dir"] == str(
+        tmp_path / "elsewhere"
+    )
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for script in ("evaluate", "predict"):
@@ -160,8 +181,10 @@ def test_lightning_chatter_leaves_the_console_but_not_the_log(tmp_path):
         route_lightning_logs()  # forget the test's log file
         log_file.close()
     assert console.getvalue().splitlines() == [
-        "Seed set to 3", "GPU available: a warning is never chatter", "Loaded model weights from the checkpoint at /x/epoch_000.ckpt",
-    ]  # fmt: skip
+        "Seed set to 3",
+        "GPU available: a warning is never chatter",
+        "Loaded model weights from the checkpoint at /x/epoch_000.ckpt",
+    ]
     assert (tmp_path / "train.log").read_text().count("\n") == 5  # every line in the run's log
 
 
@@ -171,9 +194,11 @@ def test_overfit_shows_the_training_loss_falling_and_tensorboard_counts_epochs(m
     train(make_cfg("debug=overfit", "trainer.max_epochs=3"))
     out = capsys.readouterr().out
     assert "train/loss: " in out  # in the progress bar
-    end = out[out.index("done in"):].splitlines()[0]
+    end = out[out.index("done in") :].splitlines()[0]
     first, last = (float(x) for x in end.split("train/loss ")[1].split(":")[0].split(" -> "))
-    assert last < first and json.loads((tmp_path / "run" / "metrics.json").read_text())["train/loss"] == pytest.approx(last, abs=1e-4)
+    assert last < first and json.loads((tmp_path / "run" / "metrics.json").read_text())["train/loss"] == pytest.approx(
+        last, abs=1e-4
+    )
 
     events = EventAccumulator(str(tensorboard_run(tmp_path / "run")), size_guidance={"images": 0}).Reload()
     assert "epoch" not in events.Tags()["scalars"]  # no card of Lightning's own before the metrics
@@ -184,6 +209,8 @@ def test_overfit_shows_the_training_loss_falling_and_tensorboard_counts_epochs(m
 
     plugin = events.PluginTagToContent("hparams")
     session = HParamsPluginData.FromString(plugin["_hparams_/session_start_info"]).session_start_info
-    assert session.hparams["seed"].string_value == "0" and session.hparams["config/trainer/max_epochs"].string_value == "3"
+    assert (
+        session.hparams["seed"].string_value == "0" and session.hparams["config/trainer/max_epochs"].string_value == "3"
+    )
     experiment = HParamsPluginData.FromString(plugin["_hparams_/experiment"]).experiment
     assert [m.name.tag for m in experiment.metric_infos][:2] == ["hp/val_acc", "hp/test_acc"]

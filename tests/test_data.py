@@ -8,8 +8,8 @@ import torchvision.datasets
 
 from classic_cnns import ClassicCNNsError
 from classic_cnns.data import CIFAR10DataModule, DatasetNotFoundError, MNISTDataModule
-from classic_cnns.data.transforms import random_crop
 from classic_cnns.data.mnist import read_idx
+from classic_cnns.data.transforms import random_crop
 
 from .conftest import image_ids, write_cifar10, write_idx, write_mnist
 
@@ -133,7 +133,12 @@ def test_random_crop_cuts_each_image_at_its_own_offset():
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     offsets = set()
     for i in range(len(x)):
-        matches = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8])]
+        matches = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8])
+        ]
         assert matches, f"image {i} is not a crop of its padded self"
         offsets.add(matches[0])
     assert len(offsets) > 1
@@ -195,7 +200,9 @@ def test_placement_picks_the_loader(tmp_path):
     assert isinstance(loader.train_dataloader(), torch.utils.data.DataLoader)
     images, labels = next(iter(loader.test_dataloader()))
     assert images.shape == (20, 1, 28, 28) and images.dtype == torch.uint8 and labels.shape == (20,)
-    with pytest.raises(ClassicCNNsError, match=r"data.placement='gpu' is not allowed: use one of auto, device, dataloader"):
+    with pytest.raises(
+        ClassicCNNsError, match=r"data.placement='gpu' is not allowed: use one of auto, device, dataloader"
+    ):
         MNISTDataModule(tmp_path, placement="gpu")
 
 
@@ -207,13 +214,17 @@ def test_paper_channel_scale_feeds_0_255_values_minus_the_channel_mean():
     expected = images.float() - torch.tensor(mean).view(1, 3, 1, 1) * 255
     torch.testing.assert_close(dm.transform(images), expected, rtol=0, atol=1e-3)
     assert dm.describe()["std"] == [pytest.approx(1 / 255)] * 3  # inference on its checkpoints scales alike
-    with pytest.raises(ClassicCNNsError, match=r"data.scale='raw' is not allowed: use one of standard, paper, paper_channel"):
+    with pytest.raises(
+        ClassicCNNsError, match=r"data.scale='raw' is not allowed: use one of standard, paper, paper_channel"
+    ):
         CIFAR10DataModule("unused", scale="raw")
 
 
 def test_a_batch_larger_than_the_training_split_is_one_clear_error(tmp_path):
     write_mnist(tmp_path, n_train=100, n_test=10)
-    with pytest.raises(ClassicCNNsError, match=r"data.batch_size=128 is larger than the 90 training images left after data.val_size"):
+    with pytest.raises(
+        ClassicCNNsError, match=r"data.batch_size=128 is larger than the 90 training images left after data.val_size"
+    ):
         dm = MNISTDataModule(tmp_path, val_size=10, batch_size=128)
         dm.setup("fit")
         dm.train_dataloader()

@@ -50,9 +50,14 @@ def test_ranks_share_rank_0s_placement_and_count_each_test_image_once(tmp_path):
         write_idx(raw / f"{prefix}-images-idx3-ubyte", np.zeros((len(labels), 28, 28), dtype=np.uint8))
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.array(labels, dtype=np.uint8))
     trainer = L.Trainer(
-        strategy="ddp_spawn", accelerator="cpu", devices=2, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
+        strategy="ddp_spawn",
+        accelerator="cpu",
+        devices=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     model = ImageClassifier(PredictsZero(), optimizer=None)
     (metrics,) = trainer.test(model, datamodule=RanksDisagree(tmp_path, tmp_path), verbose=False)
     assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["DeviceBatches", "DeviceBatches"]
@@ -81,9 +86,16 @@ class RecordsTrainingCrops(ImageFolderDataModule):
 
     def __init__(self, data_dir: Path, record_dir: Path, decode: str) -> None:
         super().__init__(
-            str(data_dir), image_size=FOLDER_SIZE, crop_padding=FOLDER_PADDING, channels=3, batch_size=4,
-            mean=[0.0], std=[1.0], decode=decode, num_workers=1 if decode == "stream" else 0,
-        )  # fmt: skip
+            str(data_dir),
+            image_size=FOLDER_SIZE,
+            crop_padding=FOLDER_PADDING,
+            channels=3,
+            batch_size=4,
+            mean=[0.0],
+            std=[1.0],
+            decode=decode,
+            num_workers=1 if decode == "stream" else 0,
+        )
         self.record_dir = record_dir
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
@@ -104,9 +116,16 @@ def test_a_streamed_folder_is_sharded_across_ranks_each_with_its_own_augmentatio
     they see every training image exactly once, and draw different crops and flips."""
     write_position_folder(tmp_path / "photos")
     trainer = L.Trainer(
-        strategy="ddp_fork", accelerator="cpu", devices=2, max_epochs=1, limit_val_batches=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
+        strategy="ddp_fork",
+        accelerator="cpu",
+        devices=2,
+        max_epochs=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * FOLDER_SIZE**2, 2))
     model = ImageClassifier(net, optimizer=partial(torch.optim.SGD, lr=0.01), seed=0)
     trainer.fit(model, datamodule=RecordsTrainingCrops(tmp_path / "photos", tmp_path, decode="stream"))
@@ -127,9 +146,12 @@ def test_a_folder_in_memory_is_sharded_across_ranks(tmp_path):
     dm = RecordsTrainingCrops(tmp_path / "photos", tmp_path, decode="once")
     dm.setup("fit")
     shares = [
-        [int(i) for images, _ in dm.device_batches("train", "cpu", shuffle=True, rank=rank, world_size=2, epoch=lambda: 1)
-         for i in images[:, 0, 0, 0]]
+        [
+            int(i)
+            for images, _ in dm.device_batches("train", "cpu", shuffle=True, rank=rank, world_size=2, epoch=lambda: 1)
+            for i in images[:, 0, 0, 0]
+        ]
         for rank in (0, 1)
-    ]  # fmt: skip
+    ]
     assert [len(share) for share in shares] == [FOLDER_IMAGES // 2] * 2
     assert sorted(shares[0] + shares[1]) == list(range(FOLDER_IMAGES))

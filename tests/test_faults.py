@@ -47,7 +47,12 @@ def other_filesystem(tmp_path, monkeypatch):
         return
     mount = tmp_path / "tmpfs"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=False, capture_output=True).returncode == 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=False, capture_output=True
+        ).returncode
+        == 0
+    ):
         yield mount, tmpdir
         subprocess.run(["umount", str(mount)], check=False)
         return
@@ -132,7 +137,9 @@ def tiny_disk(tmp_path, monkeypatch):
     full disk (a RuntimeError from its zip writer, not ENOSPC) with no space left."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    mounted = shutil.which("mount") and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    mounted = shutil.which("mount") and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
     if mounted and mounted.returncode == 0:
         yield mount
         subprocess.run(["umount", str(mount)], check=False)
@@ -156,7 +163,10 @@ def test_a_full_disk_is_said_so_whatever_the_writer_raises(tiny_disk):
     """torch.save on a full disk raises RuntimeError("... unexpected pos ..."), not OSError."""
     checkpoint_io, last = AtomicCheckpointIO(), tiny_disk / "checkpoints" / "last.ckpt"
     checkpoint_io.save_checkpoint({"epoch": 0}, last)
-    with pytest.raises(CheckpointWriteError, match=rf"^disk full: writing the checkpoint {last} failed \(.*\); the previous version of it is kept") as error:
+    with pytest.raises(
+        CheckpointWriteError,
+        match=rf"^disk full: writing the checkpoint {last} failed \(.*\); the previous version of it is kept",
+    ) as error:
         checkpoint_io.save_checkpoint({"epoch": 1, "w": torch.zeros(1_000_000)}, last)  # 4 MB
     assert "\n" not in str(error.value)
     assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]
@@ -185,7 +195,13 @@ class LastCheckpointEpochs(L.Callback):
 def test_last_ckpt_holds_every_epoch_even_when_val_acc_does_not_improve(make_cfg, tmp_path):
     LastCheckpointEpochs.seen = []
     # a learning rate this small leaves val/acc the same in every epoch: only epoch 0 is "best"
-    train(make_cfg("trainer.max_epochs=3", "optimizer.lr=1e-12", "+callbacks.record._target_=tests.test_faults.LastCheckpointEpochs"))
+    train(
+        make_cfg(
+            "trainer.max_epochs=3",
+            "optimizer.lr=1e-12",
+            "+callbacks.record._target_=tests.test_faults.LastCheckpointEpochs",
+        )
+    )
     assert LastCheckpointEpochs.seen == [(epoch, epoch, "AtomicCheckpointIO") for epoch in range(3)]
     assert metrics_of(tmp_path / "run")["best_checkpoint"].endswith("epoch_000.ckpt")
 
@@ -204,7 +220,11 @@ class PoisonWeightsAtStep(L.Callback):
                     parameter.fill_(float("nan"))
 
 
-POISON = ["trainer.detect_anomaly=false", "+callbacks.poison._target_=tests.test_faults.PoisonWeightsAtStep", "+callbacks.poison.step=1"]
+POISON = [
+    "trainer.detect_anomaly=false",
+    "+callbacks.poison._target_=tests.test_faults.PoisonWeightsAtStep",
+    "+callbacks.poison.step=1",
+]
 
 
 @pytest.mark.parametrize("callbacks", ["default", "none"])
@@ -231,9 +251,18 @@ def test_a_bad_test_split_file_is_found_before_the_first_training_step(make_cfg,
     "overrides, message",
     [
         (["+optimizer.lrr=0.1"], "optimizer.lrr=0.1 is not an argument of torch.optim.SGD: use one of lr, momentum"),
-        (["+model.dropot=0.5"], "model.dropot=0.5 is not an argument of classic_cnns.models.LeNet5: use one of .*dropout"),
-        (["data=cifar10", "data.std=[0.2,0.2]"], r"data.std=\[0.2, 0.2\] has 2 values: CIFAR-10 images have 3 channels"),
-        (["data.val_size=60000"], "data.val_size=60000 is not allowed: MNIST has 60000 training images, use at most 59999"),
+        (
+            ["+model.dropot=0.5"],
+            "model.dropot=0.5 is not an argument of classic_cnns.models.LeNet5: use one of .*dropout",
+        ),
+        (
+            ["data=cifar10", "data.std=[0.2,0.2]"],
+            r"data.std=\[0.2, 0.2\] has 2 values: CIFAR-10 images have 3 channels",
+        ),
+        (
+            ["data.val_size=60000"],
+            "data.val_size=60000 is not allowed: MNIST has 60000 training images, use at most 59999",
+        ),
     ],
 )
 def test_config_errors_are_one_line_before_training(make_cfg, tmp_path, overrides, message):
@@ -247,7 +276,10 @@ def test_predict_topk_is_checked(topk):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("predict", overrides=["ckpt_path=x", "inputs=y", f"topk={topk}"])
-    with pytest.raises(ConfigError, match=f"topk={topk if topk == '-1' else repr(topk)} is not allowed: use an integer from 1 to 1000000000"):
+    with pytest.raises(
+        ConfigError,
+        match=f"topk={topk if topk == '-1' else repr(topk)} is not allowed: use an integer from 1 to 1000000000",
+    ):
         validate(cfg)
 
 
@@ -290,10 +322,15 @@ def test_resume_refuses_other_settings_in_one_line_and_continues_the_run(make_cf
     run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
     config_yaml = (run / "config.yaml").read_text()
 
-    with pytest.raises(ResumeError, match=r"another model, data or optimizer: activation.name: relu -> tanh, .*"
-                       r"model.layers.pooling: max -> avg, .*pooling.name: max -> avg\. .*allow_resume_changes=true"):  # fmt: skip
+    with pytest.raises(
+        ResumeError,
+        match=r"another model, data or optimizer: activation.name: relu -> tanh, .*"
+        r"model.layers.pooling: max -> avg, .*pooling.name: max -> avg\. .*allow_resume_changes=true",
+    ):
         train(make_cfg(*common, "pooling=avg", "activation=tanh", f"ckpt_path={last}"))
-    with pytest.raises(ResumeError, match=r"trainer.max_epochs: 2 -> 5, but the learning-rate schedule's length was fixed"):
+    with pytest.raises(
+        ResumeError, match=r"trainer.max_epochs: 2 -> 5, but the learning-rate schedule's length was fixed"
+    ):
         train(make_cfg(*common, "trainer.max_epochs=5", f"ckpt_path={last}"))
     (tmp_path / "garbage.ckpt").write_bytes(b"garbage")
     with pytest.raises(ClassicCNNsError, match=r"garbage.ckpt is not a checkpoint written by classic-cnns' train"):

@@ -76,7 +76,10 @@ def test_the_scan_reports_images_classes_and_every_unreadable_file(photos, monke
     assert [len(scan.files["train"])] == [37]  # 36 images and the truncated JPEG, whose header is fine
     summary = scan.summary()
     assert summary.startswith(f"{photos}: 37 images (in class folders), 3 classes; modes: ")
-    assert "5 unreadable files (skipped unless data.on_bad_file=error):" in summary and f"{photos}/bird/pipe: not a regular file (FIFO" in summary
+    assert (
+        "5 unreadable files (skipped unless data.on_bad_file=error):" in summary
+        and f"{photos}/bird/pipe: not a regular file (FIFO" in summary
+    )
 
 
 def test_decoding_finds_the_truncated_file_and_on_bad_file_chooses_skip_or_error(photos, capsys, monkeypatch):
@@ -88,7 +91,9 @@ def test_decoding_finds_the_truncated_file_and_on_bad_file_chooses_skip_or_error
     printed = capsys.readouterr().out
     assert f"{photos}: 36 images (in class folders)" in printed and "6 unreadable files (skipped" in printed
     assert sum(len(dm.splits[s]) for s in ("train", "val", "test")) == 36  # all good images, none twice
-    with pytest.raises(ClassicCNNsError, match=r"6 problem\(s\) found \(above\); fix them or set data.on_bad_file=skip"):
+    with pytest.raises(
+        ClassicCNNsError, match=r"6 problem\(s\) found \(above\); fix them or set data.on_bad_file=skip"
+    ):
         ImageFolderDataModule(str(photos), image_size=12, on_bad_file="error").setup()
 
 
@@ -142,7 +147,10 @@ def test_split_folders_and_class_sets_that_differ(tmp_path):
     dm = ImageFolderDataModule(str(tmp_path), image_size=8)
     dm.setup()
     assert dm.class_names == ["a", "b", "c"]
-    assert dm.scan.class_differences == ["val/ has classes that train/ lacks, left out: zebra", "val/ has no folder for: c"]
+    assert dm.scan.class_differences == [
+        "val/ has classes that train/ lacks, left out: zebra",
+        "val/ has no folder for: c",
+    ]
     assert len(dm.splits["train"]) == 12 and len(dm.splits["val"]) == 8
     assert dm.splits["test"] is dm.splits["val"]  # no test/: ImageNet's layout, reported on val/
     with pytest.raises(ClassicCNNsError, match="2 problem"):
@@ -151,10 +159,10 @@ def test_split_folders_and_class_sets_that_differ(tmp_path):
 
 def test_a_missing_folder_or_one_without_class_folders_is_one_clear_error(tmp_path):
     with pytest.raises(ClassicCNNsError, match=r"the image folder .*nowhere does not exist: point data.data_dir=DIR"):
-        ImageFolderDataModule(str(tmp_path / "nowhere")).class_names
+        _ = ImageFolderDataModule(str(tmp_path / "nowhere")).class_names
     (tmp_path / "loose.png").write_bytes(b"")
     with pytest.raises(ClassicCNNsError, match="has no class folders: put each class's images in a folder"):
-        ImageFolderDataModule(str(tmp_path)).class_names
+        _ = ImageFolderDataModule(str(tmp_path)).class_names
     with pytest.raises(ClassicCNNsError, match="data.image_size=None is not allowed: every image is resized to it"):
         ImageFolderDataModule(str(tmp_path), image_size=None)
 
@@ -178,11 +186,15 @@ def test_train_evaluate_predict_with_class_names(photos, tmp_path):
 
 
 def test_per_channel_normalization_must_fit_the_channels(photos, tmp_path):
-    validate(compose_config(["data=imagefolder", "data.mean=[0.5,0.4,0.3]", "data.std=[0.2,0.2,0.2]"], tmp_path, photos))
-    with pytest.raises(ClassicCNNsError, match=r"data.mean=\[0.5, 0.4\] has 2 values: image folder images have 3 channels"):
+    validate(
+        compose_config(["data=imagefolder", "data.mean=[0.5,0.4,0.3]", "data.std=[0.2,0.2,0.2]"], tmp_path, photos)
+    )
+    with pytest.raises(
+        ClassicCNNsError, match=r"data.mean=\[0.5, 0.4\] has 2 values: image folder images have 3 channels"
+    ):
         validate(compose_config(["data=imagefolder", "data.channels=3", "data.mean=[0.5,0.4]"], tmp_path, photos))
     with pytest.raises(ClassicCNNsError, match=r"data.mean has 3 values but the images of .* have 1 channel\(s\)"):
-        ImageFolderDataModule(str(photos), channels=1, mean=(0.5, 0.4, 0.3), std=(0.2,)).channels
+        _ = ImageFolderDataModule(str(photos), channels=1, mean=(0.5, 0.4, 0.3), std=(0.2,)).channels
 
 
 def test_crops_and_flips_on_uint8_give_the_values_of_crops_and_flips_after_normalizing():

@@ -246,9 +246,19 @@ def test_the_experiment_is_the_papers_protocol(tmp_path):
     examples, momentum of 0.9, and weight decay of 0.0005" (v <- 0.9 v - 0.0005 e w - e grad:
     plain momentum, no Nesterov), lr 0.01, and the data parts above."""
     cfg = compose_config(["experiment=alexnet_imagenet"], tmp_path, tmp_path)
-    assert (cfg.optimizer._target_, cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay, cfg.optimizer.nesterov) == (
-        "torch.optim.SGD", 0.01, 0.9, 5e-4, False,
-    )  # fmt: skip
+    assert (
+        cfg.optimizer._target_,
+        cfg.optimizer.lr,
+        cfg.optimizer.momentum,
+        cfg.optimizer.weight_decay,
+        cfg.optimizer.nesterov,
+    ) == (
+        "torch.optim.SGD",
+        0.01,
+        0.9,
+        5e-4,
+        False,
+    )
     assert (cfg.scheduler._target_, cfg.scheduler.factor) == ("classic_cnns.schedules.reduce_on_plateau", 0.1)
     data = cfg.data
     assert (data.batch_size, data.image_size, data.resize, data.crop_size, data.horizontal_flip) == (
@@ -273,12 +283,23 @@ def test_alexnet_imagenet_trains_on_an_imagenet_layout_folder(tmp_path):
             for i in range(count):
                 Image.fromarray(rng.integers(0, 256, (20, 24 + 4 * i, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     overrides = [
-        "experiment=alexnet_imagenet", "trainer=debug", "trainer.max_epochs=1", "trainer.detect_anomaly=false",
-        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "callbacks.views.worst_images=2",
-        "data.image_size=20", "data.crop_size=16", "data.batch_size=6", "data.eval_batch_size=6",
-        "model.widths=[4,4,4,4,4]", "model.kernel_sizes=[3,3,3,3,3]", "model.strides=[1,1,1,1,1]",
-        "model.paddings=[1,1,1,1,1]", "model.hidden_features=8",
-    ]  # fmt: skip
+        "experiment=alexnet_imagenet",
+        "trainer=debug",
+        "trainer.max_epochs=1",
+        "trainer.detect_anomaly=false",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "callbacks.views.worst_images=2",
+        "data.image_size=20",
+        "data.crop_size=16",
+        "data.batch_size=6",
+        "data.eval_batch_size=6",
+        "model.widths=[4,4,4,4,4]",
+        "model.kernel_sizes=[3,3,3,3,3]",
+        "model.strides=[1,1,1,1,1]",
+        "model.paddings=[1,1,1,1,1]",
+        "model.hidden_features=8",
+    ]
     train(compose_config(overrides, tmp_path / "run", tmp_path / "imagenet"))
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     for stage in ("val", "test"):

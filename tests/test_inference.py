@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,8 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.tools.inference import evaluate, predict
 from classic_cnns.runs.train import train
+from classic_cnns.tools.inference import evaluate, predict
 
 from .conftest import FAST, ROOT, compose_config
 from .test_untrusted import checkpoint_like_train
@@ -52,11 +51,19 @@ def test_evaluate_command_is_quiet_and_writes_beside_the_checkpoint(trained, tmp
     fake_slurm.mkdir()
     (fake_slurm / "srun").write_text("#!/bin/sh\n")
     (fake_slurm / "srun").chmod(0o755)
-    env = {**os.environ, "PATH": f"{fake_slurm}{os.pathsep}{os.environ['PATH']}", "CLASSIC_CNNS_DATA_DIR": str(data_dir)}
+    env = {
+        **os.environ,
+        "PATH": f"{fake_slurm}{os.pathsep}{os.environ['PATH']}",
+        "CLASSIC_CNNS_DATA_DIR": str(data_dir),
+    }
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "evaluate.py"), "ckpt_path=x/model.ckpt"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr == ""  # no srun hint, no deprecation from Lightning's code, no "GPU available"
     assert result.stdout.rstrip().endswith(f"written to {tmp_path / 'x' / 'model_evaluation'}")
@@ -76,7 +83,10 @@ def make_inputs(folder):
 
 def test_predict_any_image_and_report_bad_files_without_stopping(trained, tmp_path):
     _, metrics = trained
-    predictions = {p.file.rsplit("/", 1)[-1]: p for p in predict(metrics["best_checkpoint"], str(make_inputs(tmp_path / "in")), topk=3)}
+    predictions = {
+        p.file.rsplit("/", 1)[-1]: p
+        for p in predict(metrics["best_checkpoint"], str(make_inputs(tmp_path / "in")), topk=3)
+    }
     for name in ("big.jpg", "small_grey.png", "alpha.png"):
         assert not predictions[name].error and len(predictions[name].classes) == 3
         assert predictions[name].probabilities == sorted(predictions[name].probabilities, reverse=True)
@@ -90,10 +100,18 @@ def test_predict_command_prints_a_table_and_writes_csv(trained, tmp_path):
     _, metrics = trained
     inputs = make_inputs(tmp_path / "in")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "predict.py"), f"ckpt_path={metrics['best_checkpoint']}",
-         f"inputs={inputs}", f"csv={tmp_path / 'out.csv'}"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "predict.py"),
+            f"ckpt_path={metrics['best_checkpoint']}",
+            f"inputs={inputs}",
+            f"csv={tmp_path / 'out.csv'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 1  # some files failed
     assert "big.jpg" in result.stdout and "error: not a readable image" in result.stdout
     with open(tmp_path / "out.csv") as file:
@@ -108,7 +126,9 @@ def test_a_wrong_checkpoint_is_a_clear_error(tmp_path):
         predict(str(tmp_path / "x.ckpt"), str(tmp_path))
 
 
-def test_predict_reports_a_decompression_bomb_and_a_symlink_loop_and_classifies_the_rest(trained, tmp_path, monkeypatch):
+def test_predict_reports_a_decompression_bomb_and_a_symlink_loop_and_classifies_the_rest(
+    trained, tmp_path, monkeypatch
+):
     _, metrics = trained
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
@@ -117,7 +137,9 @@ def test_predict_reports_a_decompression_bomb_and_a_symlink_loop_and_classifies_
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # PIL refuses images over twice its limit
     (folder / "sub" / "up").symlink_to(folder)  # a loop through the tree
     (folder / "self").symlink_to(folder / "self")  # a link to itself
-    predictions = {Path(p.file).relative_to(folder).as_posix(): p for p in predict(metrics["best_checkpoint"], str(folder))}
+    predictions = {
+        Path(p.file).relative_to(folder).as_posix(): p for p in predict(metrics["best_checkpoint"], str(folder))
+    }
     assert set(predictions) == {"ok.png", "bomb.png", "sub/up", "self"}
     assert not predictions["ok.png"].error and len(predictions["ok.png"].classes) == 3
     assert not predictions["ok.png"].inverted  # invert=auto leaves CIFAR-10 models' inputs alone

@@ -9,7 +9,9 @@ def test_every_module_is_in_the_readme_layout():
     layout = (ROOT / "README.md").read_text().split("## Layout", 1)[1]
     named = set(re.findall(r"[\w/]*?(\w+)\.py", layout)) | set(re.findall(r"(\w+)/", layout))
     package = ROOT / "src" / "classic_cnns"
-    modules = {p.stem for p in package.rglob("*.py") if p.stem != "__init__"} | {p.name for p in package.rglob("*") if p.is_dir() and p.name != "__pycache__"}
+    modules = {p.stem for p in package.rglob("*.py") if p.stem != "__init__"} | {
+        p.name for p in package.rglob("*") if p.is_dir() and p.name != "__pycache__"
+    }
     assert modules - named == set(), "modules missing from README.md's layout"
 
 

@@ -6,14 +6,25 @@ from hydra.utils import instantiate
 from torch import nn
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.runs.config_checks import ConfigError, build_network, validate
 from classic_cnns.models import AlexNet, LayerChoices, LeNet5
 from classic_cnns.models.layers import (
-    LocalResponseNorm, MinPool2d, SamePad2d, Subsampling2d, conv2d, lrn_divisor_spread, make_norm, make_pool, stage,
+    LocalResponseNorm,
+    MinPool2d,
+    SamePad2d,
+    Subsampling2d,
+    conv2d,
+    lrn_divisor_spread,
+    make_norm,
+    make_pool,
+    stage,
 )
+from classic_cnns.runs.config_checks import ConfigError, build_network, validate
 
 CIFAR_ALEXNET = dict(  # conf/model/alexnet.yaml
-    widths=(64, 192, 384, 256, 256), kernel_sizes=(3, 5, 3, 3, 3), strides=(1,) * 5, hidden_features=1024,
+    widths=(64, 192, 384, 256, 256),
+    kernel_sizes=(3, 5, 3, 3, 3),
+    strides=(1,) * 5,
+    hidden_features=1024,
 )
 CIFAR_LAYERS = dict(padding="same", norm="batch")  # its layer choices
 
@@ -127,7 +138,10 @@ def test_unknown_choice_lists_the_valid_ones(kwargs, message):
 
 def test_conv_padding_choices():
     assert [conv2d(1, 1, 5, padding=p, default_padding=2).padding for p in ("default", "same", "valid", 3)] == [
-        (2, 2), (2, 2), (0, 0), (3, 3)
+        (2, 2),
+        (2, 2),
+        (0, 0),
+        (3, 3),
     ]
     assert conv2d(1, 1, 3, padding="same", padding_mode="reflect").padding_mode == "reflect"
 
@@ -221,7 +235,9 @@ def test_subsampling_is_window_sum_times_coefficient_plus_bias():
         pool.bias.copy_(torch.tensor([1.0, 0.0]))
     x = torch.arange(32.0).view(1, 2, 4, 4)
     sums = x.unfold(2, 2, 2).unfold(3, 2, 2).sum(dim=(-1, -2))
-    torch.testing.assert_close(pool(x), sums * torch.tensor([0.5, -1.0]).view(1, 2, 1, 1) + torch.tensor([1.0, 0.0]).view(1, 2, 1, 1))
+    torch.testing.assert_close(
+        pool(x), sums * torch.tensor([0.5, -1.0]).view(1, 2, 1, 1) + torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+    )
 
 
 def test_rbf_output_is_minus_squared_distance_to_fixed_bitmaps():
@@ -235,7 +251,10 @@ def test_rbf_output_is_minus_squared_distance_to_fixed_bitmaps():
 def test_alexnet_two_gpu_split_and_torchvision_variant():
     assert n_params(AlexNet(groups=2)) == 60_965_224
     torchvision_style = AlexNet(
-        widths=(64, 192, 384, 256, 256), paddings=(2, 2, 1, 1, 1), layers=LayerChoices(norm="none"), input_size=(224, 224)
+        widths=(64, 192, 384, 256, 256),
+        paddings=(2, 2, 1, 1, 1),
+        layers=LayerChoices(norm="none"),
+        input_size=(224, 224),
     )
     assert n_params(torchvision_style) == 61_100_840  # torchvision.models.alexnet()
 
@@ -246,7 +265,10 @@ def test_alexnet_two_gpu_split_and_torchvision_variant():
 def test_every_pooling_and_padding_on_both_networks(pooling, padding, size):
     lenet = LeNet5(input_size=(size, size), layers=LayerChoices(pooling=pooling, padding=padding)).eval()
     assert lenet(torch.zeros(1, 1, size, size)).shape == (1, 10)
-    build = lambda: cifar_alexnet(padding=padding, pooling=pooling, input_size=(size, size))
+
+    def build():
+        return cifar_alexnet(padding=padding, pooling=pooling, input_size=(size, size))
+
     if padding == "valid":  # five unpadded convolutions and three pools leave nothing of 32x32
         with pytest.raises(ValueError, match="too small"):
             build()
@@ -268,7 +290,9 @@ def _alexnet_torchvision_config(make_cfg, *overrides):
     return cfg
 
 
-def test_alexnet_torchvision_loads_torchvisions_state_dict_unchanged_and_computes_the_same(make_cfg, torchvision_alexnet):
+def test_alexnet_torchvision_loads_torchvisions_state_dict_unchanged_and_computes_the_same(
+    make_cfg, torchvision_alexnet
+):
     cfg = _alexnet_torchvision_config(make_cfg)
     net = instantiate(cfg.model, in_channels=3, num_classes=1000, input_size=(224, 224)).eval()
     assert list(net.state_dict()) == list(torchvision_alexnet.state_dict())
@@ -280,11 +304,15 @@ def test_alexnet_torchvision_loads_torchvisions_state_dict_unchanged_and_compute
         assert torch.equal(net(y), torchvision_alexnet(y))
 
 
-def test_pretrained_goes_through_torchvisions_weights_api_and_keeps_fc8_for_other_classes(make_cfg, torchvision_alexnet, monkeypatch):
+def test_pretrained_goes_through_torchvisions_weights_api_and_keeps_fc8_for_other_classes(
+    make_cfg, torchvision_alexnet, monkeypatch
+):
     from torchvision.models import AlexNet_Weights
 
     asked = {}
-    monkeypatch.setattr(AlexNet_Weights, "get_state_dict", lambda self, **kw: asked.update(kw) or torchvision_alexnet.state_dict())
+    monkeypatch.setattr(
+        AlexNet_Weights, "get_state_dict", lambda self, **kw: asked.update(kw) or torchvision_alexnet.state_dict()
+    )
     cfg = _alexnet_torchvision_config(make_cfg, "model.pretrained=true")
     net = build_network(cfg, instantiate(cfg.data))  # CIFAR-10
     assert asked["weights_only"]  # tensors only: a cached file cannot run code
@@ -305,7 +333,11 @@ def test_pretrained_offline_is_one_line_naming_the_file_for_torchs_cache(make_cf
     with pytest.raises(ClassicCNNsError) as error:
         build_network(cfg, instantiate(cfg.data))
     message = str(error.value)
-    assert "\n" not in message and f"place https://download.pytorch.org/models/alexnet-owt-7be5be79.pth as {tmp_path}/hub/checkpoints/alexnet-owt-7be5be79.pth" in message
+    assert (
+        "\n" not in message
+        and f"place https://download.pytorch.org/models/alexnet-owt-7be5be79.pth as {tmp_path}/hub/checkpoints/alexnet-owt-7be5be79.pth"
+        in message
+    )
 
 
 # The issue's (and torchvision's weights' documented) ImageNet statistics, per RGB channel.
@@ -317,7 +349,9 @@ def test_pretrained_alexnet_gets_imagenets_normalization_by_itself(make_cfg):
     validate(cfg)
     assert (list(cfg.data.mean), list(cfg.data.std)) == (IMAGENET_MEAN, IMAGENET_STD)
     data = instantiate(cfg.data)
-    assert data.describe()["mean"] == pytest.approx(IMAGENET_MEAN) and data.describe()["std"] == pytest.approx(IMAGENET_STD)
+    assert data.describe()["mean"] == pytest.approx(IMAGENET_MEAN) and data.describe()["std"] == pytest.approx(
+        IMAGENET_STD
+    )
     cfg = _alexnet_torchvision_config(make_cfg)  # trained from scratch: CIFAR-10's own statistics
     assert list(cfg.data.mean) == [0.4914, 0.4822, 0.4465] and list(cfg.data.std) == [0.2470, 0.2435, 0.2616]
 

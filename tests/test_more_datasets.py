@@ -47,7 +47,9 @@ def test_fashion_mnist_reads_its_idx_files_with_its_class_names(tmp_path):
 
 
 def test_fashion_mnist_downloads_through_torchvision_into_its_own_folder(tmp_path, monkeypatch):
-    def download(root, train, download):  # torchvision's FashionMNIST (its mirror, its MD5s) writes root/FashionMNIST/raw/
+    def download(
+        root, train, download
+    ):  # torchvision's FashionMNIST (its mirror, its MD5s) writes root/FashionMNIST/raw/
         assert download
         write_fashion_mnist(root)
 
@@ -55,7 +57,9 @@ def test_fashion_mnist_downloads_through_torchvision_into_its_own_folder(tmp_pat
     dm = FashionMNISTDataModule(str(tmp_path))
     dm.prepare_data()
     assert (tmp_path / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file() and not dm.missing_files()
-    with pytest.raises(DatasetNotFoundError, match=r"Fashion-MNIST was not found in .*FashionMNIST/raw and data.download=false"):
+    with pytest.raises(
+        DatasetNotFoundError, match=r"Fashion-MNIST was not found in .*FashionMNIST/raw and data.download=false"
+    ):
         FashionMNISTDataModule(str(tmp_path / "elsewhere"), download=False).prepare_data()
 
 
@@ -81,9 +85,12 @@ def write_cifar100(root, n_train: int = 40, n_test: int = 20, fine_names=CIFAR10
         images, _ = fake_images(n, 3, 32, first_id, seed=first_id)
         fine = np.random.default_rng(first_id).integers(0, 100, n)
         batch = {
-            "filenames": [f"{i}.png" for i in range(n)], "batch_label": name, "data": images.reshape(n, -1),
-            "fine_labels": fine.tolist(), "coarse_labels": (fine // 5).tolist(),
-        }  # fmt: skip
+            "filenames": [f"{i}.png" for i in range(n)],
+            "batch_label": name,
+            "data": images.reshape(n, -1),
+            "fine_labels": fine.tolist(),
+            "coarse_labels": (fine // 5).tolist(),
+        }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
     meta = {"fine_label_names": fine_names, "coarse_label_names": CIFAR100_COARSE}
     (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))

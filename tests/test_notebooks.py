@@ -37,38 +37,80 @@ NOTEBOOKS = {
     "001_keras_lenet5": dict(
         # Conv2D(6,(5,5),padding="valid",activation="tanh",input_shape=(28,28,1)), AveragePooling2D(2, strides=2),
         # Conv2D(16,(5,5),"valid","tanh"), AveragePooling2D, Flatten (None, 256), Dense 120/84 tanh, Dense 10 softmax
-        input=(1, 28, 28), layers=dict(activation="tanh", pooling="avg", padding="valid", norm="none"),
+        input=(1, 28, 28),
+        layers=dict(activation="tanh", pooling="avg", padding="valid", norm="none"),
         params=conv(5, 1, 6) + conv(5, 6, 16) + dense(256, 120) + dense(120, 84) + dense(84, 10),
         flat=256,
         # model.fit(..., batch_size=128, epochs=3, validation_split=0.2), X / 255.0, Adam()
-        optimizer=KERAS_ADAM, batch=128, epochs=3, val_from="end", val_size=12_000, mean=[0.0], std=[1.0],
-        image_size=None, steps=375,  # "375/375" per epoch
+        optimizer=KERAS_ADAM,
+        batch=128,
+        epochs=3,
+        val_from="end",
+        val_size=12_000,
+        mean=[0.0],
+        std=[1.0],
+        image_size=None,
+        steps=375,  # "375/375" per epoch
         model=dict(init="keras"),
     ),
     "001_keras_alexnet": dict(
         # Conv2D(96,(3,3),same) relu, MaxPooling2D((3,3),(2,2)), Conv2D(256,(5,5),same), pool, Conv2D(384,(3,3)),
         # Conv2D(384,(3,3)), Conv2D(256,(3,3)), pool, Flatten, Dense(4096) relu Dropout(0.5) x2, Dense(10) softmax
-        input=(3, 32, 32), layers=dict(activation="relu", pooling="max", padding="default", norm="none"),
-        params=conv(3, 3, 96) + conv(5, 96, 256) + conv(3, 256, 384) + conv(3, 384, 384) + conv(3, 384, 256)
-        + dense(256 * 3 * 3, 4096) + dense(4096, 4096) + dense(4096, 10),  # 32-15-7-3 ("valid" pooling)
+        input=(3, 32, 32),
+        layers=dict(activation="relu", pooling="max", padding="default", norm="none"),
+        params=conv(3, 3, 96)
+        + conv(5, 96, 256)
+        + conv(3, 256, 384)
+        + conv(3, 384, 384)
+        + conv(3, 384, 256)
+        + dense(256 * 3 * 3, 4096)
+        + dense(4096, 4096)
+        + dense(4096, 10),  # 32-15-7-3 ("valid" pooling)
         flat=256 * 3 * 3,
         # fit(X_train, y_train, epochs=3, batch_size=64, validation_split=0.2), / 255.0, Adam()
-        optimizer=KERAS_ADAM, batch=64, epochs=3, val_from="end", val_size=10_000, mean=[0.0], std=[1.0],
-        image_size=None, steps=625,  # "625/625"
-        model=dict(widths=[96, 256, 384, 384, 256], kernel_sizes=[3, 5, 3, 3, 3], strides=[1] * 5,
-                   paddings=[1, 2, 1, 1, 1], hidden_features=4096, dropout=0.5, dropout_before=["fc7", "fc8"],
-                   pool_paddings=["valid"] * 3, init="keras"),
+        optimizer=KERAS_ADAM,
+        batch=64,
+        epochs=3,
+        val_from="end",
+        val_size=10_000,
+        mean=[0.0],
+        std=[1.0],
+        image_size=None,
+        steps=625,  # "625/625"
+        model=dict(
+            widths=[96, 256, 384, 384, 256],
+            kernel_sizes=[3, 5, 3, 3, 3],
+            strides=[1] * 5,
+            paddings=[1, 2, 1, 1, 1],
+            hidden_features=4096,
+            dropout=0.5,
+            dropout_before=["fc7", "fc8"],
+            pool_paddings=["valid"] * 3,
+            init="keras",
+        ),
     ),
     "002_keras_lenet5": dict(
         # Conv2D(6,(5,5),tanh,input_shape=(32,32,1),padding="same"), AveragePooling2D((2,2),(2,2)),
         # Conv2D(16,(5,5),tanh,padding='valid'), pool, Flatten, Dense 120/84 tanh, Dense 10 softmax;
         # x / 255.0, tf.image.resize(x, [32, 32]); compile(optimizer='adam'); fit(x_train, y_train, epochs=5,
         # validation_data=(x_test, y_test)): no batch_size, Keras's 32
-        input=(1, 32, 32), layers=dict(activation="tanh", pooling="avg", padding="default", norm="none"),
-        params=conv(5, 1, 6) + conv(5, 6, 16) + dense(16 * 6 * 6, 120) + dense(120, 84) + dense(84, 10),  # 32-32-16-12-6
+        input=(1, 32, 32),
+        layers=dict(activation="tanh", pooling="avg", padding="default", norm="none"),
+        params=conv(5, 1, 6)
+        + conv(5, 6, 16)
+        + dense(16 * 6 * 6, 120)
+        + dense(120, 84)
+        + dense(84, 10),  # 32-32-16-12-6
         flat=16 * 6 * 6,
-        optimizer=KERAS_ADAM, batch=32, epochs=5, val_from="test", val_size=0, mean=[0.0], std=[1.0],
-        image_size=32, steps=1875,  # "1875/1875"
+        optimizer=KERAS_ADAM,
+        batch=32,
+        epochs=5,
+        val_from="test",
+        val_size=0,
+        mean=[0.0],
+        std=[1.0],
+        image_size=32,
+        steps=1875,  # "1875/1875"
         model=dict(c1_padding=2, init="keras"),
     ),
     "002_keras_alexnet": dict(
@@ -76,63 +118,150 @@ NOTEBOOKS = {
         # Conv2D(128,(5,5),'same'), MaxPooling2D(valid), Conv2D(192,(3,3),same) x2, Conv2D(128,(3,3),same),
         # MaxPooling2D((3,3),(2,2),padding='same'), Flatten, Dense(1024) relu Dropout(0.5) x2, Dense(10) softmax;
         # compile(optimizer='adam'); fit(x_train, y_train, epochs=3, validation_data=(x_test, y_test))
-        input=(1, 64, 64), layers=dict(activation="relu", pooling="max", padding="default", norm="none"),
-        params=conv(11, 1, 48) + conv(5, 48, 128) + conv(3, 128, 192) + conv(3, 192, 192) + conv(3, 192, 128)
-        + dense(128 * 1 * 1, 1024) + dense(1024, 1024) + dense(1024, 10),  # 64-14-6-6-2-1
+        input=(1, 64, 64),
+        layers=dict(activation="relu", pooling="max", padding="default", norm="none"),
+        params=conv(11, 1, 48)
+        + conv(5, 48, 128)
+        + conv(3, 128, 192)
+        + conv(3, 192, 192)
+        + conv(3, 192, 128)
+        + dense(128 * 1 * 1, 1024)
+        + dense(1024, 1024)
+        + dense(1024, 10),  # 64-14-6-6-2-1
         flat=128,
-        optimizer=KERAS_ADAM, batch=32, epochs=3, val_from="test", val_size=0, mean=[0.0], std=[1.0],
-        image_size=64, steps=1875,
-        model=dict(widths=[48, 128, 192, 192, 128], kernel_sizes=[11, 5, 3, 3, 3], strides=[4, 1, 1, 1, 1],
-                   paddings=[0, 2, 1, 1, 1], hidden_features=1024, dropout=0.5, dropout_before=["fc7", "fc8"],
-                   pool_paddings=["valid", "valid", "same"], init="keras"),
+        optimizer=KERAS_ADAM,
+        batch=32,
+        epochs=3,
+        val_from="test",
+        val_size=0,
+        mean=[0.0],
+        std=[1.0],
+        image_size=64,
+        steps=1875,
+        model=dict(
+            widths=[48, 128, 192, 192, 128],
+            kernel_sizes=[11, 5, 3, 3, 3],
+            strides=[4, 1, 1, 1, 1],
+            paddings=[0, 2, 1, 1, 1],
+            hidden_features=1024,
+            dropout=0.5,
+            dropout_before=["fc7", "fc8"],
+            pool_paddings=["valid", "valid", "same"],
+            init="keras",
+        ),
     ),
     "000_torch_lenet5": dict(
         # nn.Conv2d(1, 6, 5, stride=1, padding=2), nn.Conv2d(6, 16, 5, padding=0), nn.AvgPool2d(2, 2), torch.tanh,
         # fc 120, 84, 10; transforms.Resize((32, 32)), ToTensor(); batch_size=64; optim.Adam(lr=0.001); epochs = 10
-        input=(1, 32, 32), layers=dict(activation="tanh", pooling="avg", padding="default", norm="none"),
+        input=(1, 32, 32),
+        layers=dict(activation="tanh", pooling="avg", padding="default", norm="none"),
         params=conv(5, 1, 6) + conv(5, 6, 16) + dense(16 * 6 * 6, 120) + dense(120, 84) + dense(84, 10),
-        flat=16 * 6 * 6, notebook_flat=16 * 5 * 5,  # nn.Linear(16 * 5 * 5, 120): the crash
-        optimizer=TORCH_ADAM, batch=64, epochs=10, val_from="test", val_size=0, mean=[0.0], std=[1.0],
-        image_size=32, steps=938,  # 60,000 / 64, the last batch of 32
+        flat=16 * 6 * 6,
+        notebook_flat=16 * 5 * 5,  # nn.Linear(16 * 5 * 5, 120): the crash
+        optimizer=TORCH_ADAM,
+        batch=64,
+        epochs=10,
+        val_from="test",
+        val_size=0,
+        mean=[0.0],
+        std=[1.0],
+        image_size=32,
+        steps=938,  # 60,000 / 64, the last batch of 32
         model=dict(c1_padding=2, init="torch"),
     ),
     "000_torch_alexnet": dict(
         # nn.Conv2d(3, 96, 11, stride=4, padding=0), (96, 256, 5, padding=2), (256, 384, 3, 1), (384, 384, 3, 1),
         # (384, 256, 3, 1), nn.MaxPool2d(3, 2), fc1 (256*6*6, 4096), fc2 4096, fc3 10, dropout after relu(fc1), relu(fc2);
         # Resize((224, 224)), Normalize([0.5]*3, [0.5]*3); batch_size=64; Adam(lr=0.001); epochs = 10
-        input=(3, 224, 224), layers=dict(activation="relu", pooling="max", padding="default", norm="none"),
-        params=conv(11, 3, 96) + conv(5, 96, 256) + conv(3, 256, 384) + conv(3, 384, 384) + conv(3, 384, 256)
-        + dense(256 * 5 * 5, 4096) + dense(4096, 4096) + dense(4096, 10),  # 224-54-26-26-12-12-5
-        flat=256 * 5 * 5, notebook_flat=256 * 6 * 6,
-        optimizer=TORCH_ADAM, batch=64, epochs=10, val_from="test", val_size=0, mean=[0.5] * 3, std=[0.5] * 3,
-        image_size=224, steps=782,
-        model=dict(widths=[96, 256, 384, 384, 256], kernel_sizes=[11, 5, 3, 3, 3], strides=[4, 1, 1, 1, 1],
-                   paddings=[0, 2, 1, 1, 1], hidden_features=4096, dropout=0.5, dropout_before=["fc7", "fc8"],
-                   pool_paddings=["valid"] * 3, init="torch"),
+        input=(3, 224, 224),
+        layers=dict(activation="relu", pooling="max", padding="default", norm="none"),
+        params=conv(11, 3, 96)
+        + conv(5, 96, 256)
+        + conv(3, 256, 384)
+        + conv(3, 384, 384)
+        + conv(3, 384, 256)
+        + dense(256 * 5 * 5, 4096)
+        + dense(4096, 4096)
+        + dense(4096, 10),  # 224-54-26-26-12-12-5
+        flat=256 * 5 * 5,
+        notebook_flat=256 * 6 * 6,
+        optimizer=TORCH_ADAM,
+        batch=64,
+        epochs=10,
+        val_from="test",
+        val_size=0,
+        mean=[0.5] * 3,
+        std=[0.5] * 3,
+        image_size=224,
+        steps=782,
+        model=dict(
+            widths=[96, 256, 384, 384, 256],
+            kernel_sizes=[11, 5, 3, 3, 3],
+            strides=[4, 1, 1, 1, 1],
+            paddings=[0, 2, 1, 1, 1],
+            hidden_features=4096,
+            dropout=0.5,
+            dropout_before=["fc7", "fc8"],
+            pool_paddings=["valid"] * 3,
+            init="torch",
+        ),
     ),
     "004_torch_lenet5": dict(
         # nn.Conv2d(1, 6, kernel_size=5), nn.Conv2d(6, 16, kernel_size=5), AvgPool2d(2, 2), nn.ReLU(), fc 120, 84, 10;
         # ToTensor(), Normalize((0.5,), (0.5,)); batch_size=64; optim.Adam(lr=0.001); num_epochs = 10
-        input=(1, 28, 28), layers=dict(activation="relu", pooling="avg", padding="valid", norm="none"),
+        input=(1, 28, 28),
+        layers=dict(activation="relu", pooling="avg", padding="valid", norm="none"),
         params=conv(5, 1, 6) + conv(5, 6, 16) + dense(16 * 4 * 4, 120) + dense(120, 84) + dense(84, 10),  # 28-24-12-8-4
-        flat=16 * 4 * 4, notebook_flat=16 * 5 * 5,
-        optimizer=TORCH_ADAM, batch=64, epochs=10, val_from="test", val_size=0, mean=[0.5], std=[0.5],
-        image_size=None, steps=938,
+        flat=16 * 4 * 4,
+        notebook_flat=16 * 5 * 5,
+        optimizer=TORCH_ADAM,
+        batch=64,
+        epochs=10,
+        val_from="test",
+        val_size=0,
+        mean=[0.5],
+        std=[0.5],
+        image_size=None,
+        steps=938,
         model=dict(init="torch"),
     ),
     "004_torch_alexnet": dict(
         # nn.Conv2d(3, 64, 11, stride=4, padding=2), (64, 192, 5, padding=2), (192, 384, 3, 1), (384, 256, 3, 1),
         # (256, 256, 3, 1), MaxPool2d(3, 2), fc1 (256*6*6, 4096), fc2 4096, fc3 10, dropout after relu(fc1), relu(fc2);
         # Resize((224, 224)), Normalize((0.5,)*3, (0.5,)*3); batch_size=64; Adam(lr=0.001); num_epochs = 10
-        input=(3, 224, 224), layers=dict(activation="relu", pooling="max", padding="default", norm="none"),
-        params=conv(11, 3, 64) + conv(5, 64, 192) + conv(3, 192, 384) + conv(3, 384, 256) + conv(3, 256, 256)
-        + dense(256 * 6 * 6, 4096) + dense(4096, 4096) + dense(4096, 10),  # 224-55-27-27-13-13-6: it fits
+        input=(3, 224, 224),
+        layers=dict(activation="relu", pooling="max", padding="default", norm="none"),
+        params=conv(11, 3, 64)
+        + conv(5, 64, 192)
+        + conv(3, 192, 384)
+        + conv(3, 384, 256)
+        + conv(3, 256, 256)
+        + dense(256 * 6 * 6, 4096)
+        + dense(4096, 4096)
+        + dense(4096, 10),  # 224-55-27-27-13-13-6: it fits
         flat=256 * 6 * 6,
-        optimizer=TORCH_ADAM, batch=64, epochs=10, val_from="test", val_size=0, mean=[0.5] * 3, std=[0.5] * 3,
-        image_size=224, steps=782,
-        model=dict(widths=[64, 192, 384, 256, 256], kernel_sizes=[11, 5, 3, 3, 3], strides=[4, 1, 1, 1, 1],
-                   paddings=[2, 2, 1, 1, 1], hidden_features=4096, avgpool_size=None, pretrained=False, dropout=0.5,
-                   dropout_before=["fc7", "fc8"], pool_paddings=["valid"] * 3, init="torch"),
+        optimizer=TORCH_ADAM,
+        batch=64,
+        epochs=10,
+        val_from="test",
+        val_size=0,
+        mean=[0.5] * 3,
+        std=[0.5] * 3,
+        image_size=224,
+        steps=782,
+        model=dict(
+            widths=[64, 192, 384, 256, 256],
+            kernel_sizes=[11, 5, 3, 3, 3],
+            strides=[4, 1, 1, 1, 1],
+            paddings=[2, 2, 1, 1, 1],
+            hidden_features=4096,
+            avgpool_size=None,
+            pretrained=False,
+            dropout=0.5,
+            dropout_before=["fc7", "fc8"],
+            pool_paddings=["valid"] * 3,
+            init="torch",
+        ),
     ),
 }
 
@@ -155,9 +284,18 @@ def test_each_notebook_experiment_is_the_notebooks_network_and_protocol(name, tm
     assert optimizer == expected["optimizer"] and not cfg.get("scheduler")  # a constant learning rate
     assert cfg.label_smoothing == 0.0
     data = cfg.data
-    assert (data.batch_size, data.val_from, data.val_size) == (expected["batch"], expected["val_from"], expected["val_size"])
+    assert (data.batch_size, data.val_from, data.val_size) == (
+        expected["batch"],
+        expected["val_from"],
+        expected["val_size"],
+    )
     assert (list(data.mean), list(data.std), data.scale) == (expected["mean"], expected["std"], "standard")
-    assert (data.image_size, data.pad_to, data.crop_padding, data.horizontal_flip) == (expected["image_size"], None, 0, False)
+    assert (data.image_size, data.pad_to, data.crop_padding, data.horizontal_flip) == (
+        expected["image_size"],
+        None,
+        0,
+        False,
+    )
     assert cfg.trainer.max_epochs == expected["epochs"] and cfg.trainer.precision == "32-true"
     assert cfg.callbacks.model_checkpoint.monitor is None  # the last epoch's weights are tested, as in the notebooks
     data_set = instantiate(data)

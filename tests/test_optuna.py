@@ -42,15 +42,24 @@ from .test_cli import FAST, run_cli
 
 # the tiny training split has 200 images: a fixed batch of 32, not the search's 256 (too large an error)
 SEARCH = ["hparams_search=lenet5_optuna", *FAST, "data.batch_size=32"]
-LIMITS = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+LIMITS = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+]
 # Two trials whose outcome is known: a 1-epoch trial completes (its one report is within the
 # pruner's warm-up); a 3-epoch trial is pruned after its second epoch (val/acc < 1.01 always)
 # and stops there, without its third.
 PRUNE_SECOND_EPOCH = [
-    "hydra.sweeper.params=null", "trainer.max_epochs=choice(1, 3)", "hydra/sweeper/sampler=grid",
-    "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner", "+hydra.sweeper.pruner.lower=1.01",
-    "+hydra.sweeper.pruner.n_warmup_steps=1", "hydra.sweeper.n_trials=2",
-]  # fmt: skip
+    "hydra.sweeper.params=null",
+    "trainer.max_epochs=choice(1, 3)",
+    "hydra/sweeper/sampler=grid",
+    "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+    "+hydra.sweeper.pruner.lower=1.01",
+    "+hydra.sweeper.pruner.n_warmup_steps=1",
+    "hydra.sweeper.n_trials=2",
+]
 
 
 def trials(storage: str, name: str = "lenet5") -> list[optuna.trial.FrozenTrial]:
@@ -90,7 +99,10 @@ def test_search_space_takes_hydra_optuna_sweepers_syntax(override, expected):
         ("x=tag(log, range(0.1, 1.0, 0.1))", "log scale takes interval"),
         ("x=glob(*)", "not a search space"),
         # what Optuna cannot represent is not silently changed (a log range used to become step 1, no log)
-        ("x=tag(log, range(16, 128, step=16))", r"log scale takes no step; write tag\(log, int\(interval\(16, 112\)\)\)"),
+        (
+            "x=tag(log, range(16, 128, step=16))",
+            r"log scale takes no step; write tag\(log, int\(interval\(16, 112\)\)\)",
+        ),
         ("x=tag(lgo, interval(0.001, 0.1))", "unknown tag lgo"),
         ("x=tag(log, interval(0, 0.1))", "lower bound above 0"),
         ("x=tag(log, choice(1, 2))", "a choice has no scale"),
@@ -107,7 +119,10 @@ def test_a_search_space_it_cannot_map_is_one_clear_error(override, message):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["hparams_search=lenet5_optuna", "data.batch_size=tag(log, range(16,128,step=16))"], "data.batch_size=tag(log, range(16,128,step=16)): Optuna's log scale takes no step"),
+        (
+            ["hparams_search=lenet5_optuna", "data.batch_size=tag(log, range(16,128,step=16))"],
+            "data.batch_size=tag(log, range(16,128,step=16)): Optuna's log scale takes no step",
+        ),
         (["-m", "optimizer.lr=interval(0.1, 0.2)"], "a grid sweep takes lists"),
     ],
 )
@@ -126,7 +141,9 @@ def test_every_sampler_is_a_config_choice_seeded_by_the_sweeper(sampler):
     grid = {"search_space": {"pooling": ["max", "avg"]}} if sampler == "grid" else {}
     first, second = (instantiate(cfg, seed=3, **grid) for _ in range(2))
     assert type(first).__name__.lower().startswith(sampler.replace("nsgaii", "nsgaiisampler"))
-    space = {"x": FloatDistribution(0, 1)} if sampler != "grid" else {"pooling": CategoricalDistribution(["max", "avg"])}
+    space = (
+        {"x": FloatDistribution(0, 1)} if sampler != "grid" else {"pooling": CategoricalDistribution(["max", "avg"])}
+    )
     draws = []
     for one in (first, second):  # the same seed draws the same first trial
         study = optuna.create_study(sampler=one)
@@ -134,7 +151,9 @@ def test_every_sampler_is_a_config_choice_seeded_by_the_sweeper(sampler):
     assert draws[0] == draws[1]
 
 
-@pytest.mark.parametrize("pruner, kind", [("none", "NopPruner"), ("median", "MedianPruner"), ("hyperband", "HyperbandPruner")])
+@pytest.mark.parametrize(
+    "pruner, kind", [("none", "NopPruner"), ("median", "MedianPruner"), ("hyperband", "HyperbandPruner")]
+)
 def test_every_pruner_is_a_config_choice(pruner, kind):
     assert type(instantiate(compose_search(f"hydra/sweeper/pruner={pruner}").hydra.sweeper.pruner)).__name__ == kind
 
@@ -142,12 +161,13 @@ def test_every_pruner_is_a_config_choice(pruner, kind):
 @pytest.mark.parametrize(
     "launcher, expected",
     [
-        ([], 1), (["hydra/launcher=parallel", "hydra.launcher.n_jobs=3"], 3),
+        ([], 1),
+        (["hydra/launcher=parallel", "hydra.launcher.n_jobs=3"], 3),
         (["hydra/launcher=slurm"], 4),  # not submitit's array_parallelism of 256: a search would go out blind
         (["hydra/launcher=slurm", "hydra.launcher.array_parallelism=2"], 2),
     ],
     ids=["basic", "parallel", "slurm", "slurm-2"],
-)  # fmt: skip
+)
 def test_trials_at_once_default_to_the_launchers_parallelism(launcher, expected):
     assert launcher_parallelism(compose_search(*launcher).hydra.launcher) == expected
 
@@ -174,8 +194,22 @@ class SleepingLauncher:
         ((*overrides,),) = job_overrides
         epochs = int(next(o for o in overrides if o.startswith("trainer.max_epochs=")).split("=")[1])
         time.sleep(0.1 * epochs)
-        hydra_cfg = OmegaConf.create({"hydra": {"job": {"num": initial_job_idx}, "runtime": {"output_dir": str(self.sweep_dir / str(initial_job_idx))}}})
-        return [JobReturn(overrides=[o for o in overrides if not o.startswith("++hydra.")], status=JobStatus.COMPLETED, _return_value=0.5, hydra_cfg=hydra_cfg)]
+        hydra_cfg = OmegaConf.create(
+            {
+                "hydra": {
+                    "job": {"num": initial_job_idx},
+                    "runtime": {"output_dir": str(self.sweep_dir / str(initial_job_idx))},
+                }
+            }
+        )
+        return [
+            JobReturn(
+                overrides=[o for o in overrides if not o.startswith("++hydra.")],
+                status=JobStatus.COMPLETED,
+                _return_value=0.5,
+                hydra_cfg=hydra_cfg,
+            )
+        ]
 
 
 def test_a_slot_freed_by_a_short_trial_starts_the_next_one_while_a_long_one_runs(tmp_path):
@@ -188,12 +222,18 @@ def test_a_slot_freed_by_a_short_trial_starts_the_next_one_while_a_long_one_runs
     study.enqueue_trial({"trainer.max_epochs": 8})
     for _ in range(3):
         study.enqueue_trial({"trainer.max_epochs": 1})
-    entries = sweeper.run_trials(study, space, [], slots=2, wanted=4, sweep_dir=tmp_path, storage_url="unused", metric=None)
+    entries = sweeper.run_trials(
+        study, space, [], slots=2, wanted=4, sweep_dir=tmp_path, storage_url="unused", metric=None
+    )
     assert sorted(entries) == [0, 1, 2, 3] and {e["status"] for e in entries.values()} == {"completed"}
     long, *short = study.trials
     assert all(t.datetime_complete < long.datetime_complete for t in short)  # all three ran beside trial 0
-    assert short[0].datetime_complete <= short[1].datetime_start and short[1].datetime_complete <= short[2].datetime_start
-    assert all((t.datetime_complete - t.datetime_start).total_seconds() < 0.5 for t in short)  # its own duration, not the batch's
+    assert (
+        short[0].datetime_complete <= short[1].datetime_start and short[1].datetime_complete <= short[2].datetime_start
+    )
+    assert all(
+        (t.datetime_complete - t.datetime_start).total_seconds() < 0.5 for t in short
+    )  # its own duration, not the batch's
 
 
 class ChildProcessLauncher(SleepingLauncher):
@@ -263,9 +303,14 @@ def test_four_workers_started_at_once_on_one_study_never_draw_the_same_parameter
     optuna.create_study(study_name="shared", storage=open_storage(storage), direction="maximize")
     (ready := tmp_path / "ready").mkdir()
     workers = [
-        subprocess.Popen([sys.executable, "-c", WORKER, storage, str(ready), str(n)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, storage, str(ready), str(n)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for n in range(4)
-    ]  # fmt: skip
+    ]
     outputs = [worker.communicate(timeout=120) for worker in workers]
     assert all(worker.returncode == 0 for worker in workers), [err[-2000:] for _, err in outputs]
     every = [json.dumps(draw) for out, _ in outputs for draw in json.loads(out)]
@@ -299,7 +344,11 @@ def test_a_killed_workers_trial_is_run_again_by_another_and_a_live_ones_is_not(t
     workers = []
     for name in ("killed", "alive"):
         (tmp_path / name).mkdir()
-        workers.append(subprocess.Popen([sys.executable, "-c", RUNNING_WORKER, storage, str(tmp_path / name)], stderr=subprocess.PIPE, text=True))
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-c", RUNNING_WORKER, storage, str(tmp_path / name)], stderr=subprocess.PIPE, text=True
+            )
+        )
         deadline = time.monotonic() + 60
         while not (tmp_path / name / "ready").exists():  # one after the other: trial 0 is the killed worker's
             assert workers[-1].poll() is None and time.monotonic() < deadline, workers[-1].stderr.read()[-2000:]
@@ -324,10 +373,14 @@ def test_a_killed_search_reruns_its_running_trial_and_repeats_no_parameters(data
     sweep = tmp_path / "search"
     command = [sys.executable, str(ROOT / "train.py"), *SEARCH, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}"]
     env = {**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir)}
-    search = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    search = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     deadline = time.monotonic() + 180
     while not (sweep / "1" / ".hydra").exists():  # trial 1 has started
-        assert search.poll() is None and time.monotonic() < deadline, search.stderr.read()[-3000:] if search.poll() else "timeout"
+        assert search.poll() is None and time.monotonic() < deadline, (
+            search.stderr.read()[-3000:] if search.poll() else "timeout"
+        )
         time.sleep(0.2)
     os.killpg(search.pid, signal.SIGKILL)
     search.wait()
@@ -344,11 +397,21 @@ def test_a_killed_search_reruns_its_running_trial_and_repeats_no_parameters(data
     # the summary lists every trial of the study, the first run's too; the killed one was run again, not failed
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert [(job["trial"], job["state"], job["status"]) for job in summary] == [
-        (0, "COMPLETE", "completed"), (1, "FAIL", "rerun"), (2, "COMPLETE", "completed"), (3, "COMPLETE", "completed"),
-    ]  # fmt: skip
-    assert summary[1]["rerun_as"] == 2 and summary[0]["dir"] == str(sweep / "0") and "optimizer.lr" in " ".join(summary[0]["overrides"])
+        (0, "COMPLETE", "completed"),
+        (1, "FAIL", "rerun"),
+        (2, "COMPLETE", "completed"),
+        (3, "COMPLETE", "completed"),
+    ]
+    assert (
+        summary[1]["rerun_as"] == 2
+        and summary[0]["dir"] == str(sweep / "0")
+        and "optimizer.lr" in " ".join(summary[0]["overrides"])
+    )
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert results["trials"] == {"completed": 3, "pruned": 0, "failed": 0, "rerun": 1} and "optimizer.lr" in results["best_params"]
+    assert (
+        results["trials"] == {"completed": 3, "pruned": 0, "failed": 0, "rerun": 1}
+        and "optimizer.lr" in results["best_params"]
+    )
     assert "3 completed, 0 pruned, 0 failed, 1 rerun" in again.stdout
 
 
@@ -356,10 +419,14 @@ def test_a_failed_trial_is_recorded_and_the_study_goes_on(data_dir, tmp_path):
     sweep = tmp_path / "search"
     poison = ["+callbacks.poison._target_=tests.test_reliability.PoisonWeightsAtEpoch", "+callbacks.poison.epoch=0"]
     result = run_cli(
-        *SEARCH, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}", *poison,
+        *SEARCH,
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}",
+        *poison,
         "trainer.detect_anomaly=false",
-        data_dir=data_dir, cwd=tmp_path,
-    )  # fmt: skip
+        data_dir=data_dir,
+        cwd=tmp_path,
+    )
     assert result.returncode == 1 and "2 of 2 jobs failed" in result.stdout + result.stderr
     assert [t.state.name for t in trials(sweep / "optuna.journal")] == ["FAIL", "FAIL"]
     summary = json.loads((sweep / "sweep_summary.json").read_text())
@@ -370,11 +437,19 @@ def test_parallel_trials_on_postgresql_in_a_multi_objective_search(data_dir, tmp
     """Two trials at once (joblib), told to a real PostgreSQL server; the Pareto front is written."""
     sweep = tmp_path / "search"
     result = run_cli(
-        *SEARCH, *LIMITS, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}", f"hydra.sweeper.storage='{postgres_url}'",
-        "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "hydra/sweeper/sampler=nsgaii",
-        "hydra.sweeper.direction=[maximize,minimize]", "optimized_metric=[val/acc,fit_seconds]",
-        data_dir=data_dir, cwd=tmp_path,
-    )  # fmt: skip
+        *SEARCH,
+        *LIMITS,
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}",
+        f"hydra.sweeper.storage='{postgres_url}'",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        "hydra/sweeper/sampler=nsgaii",
+        "hydra.sweeper.direction=[maximize,minimize]",
+        "optimized_metric=[val/acc,fit_seconds]",
+        data_dir=data_dir,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="lenet5", storage=postgres_url)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
@@ -394,9 +469,16 @@ def test_a_ddp_trial_runs_once_on_two_ranks_and_a_pruned_trial_is_no_failure(dat
     sweep = tmp_path / "search"
     data = [o for o in FAST if o.startswith("data.")]
     result = run_cli(
-        "hparams_search=lenet5_optuna", *data, *LIMITS[1:], "trainer=ddp", "trainer.accelerator=cpu",
-        f"hydra.sweep.dir={sweep}", *PRUNE_SECOND_EPOCH, data_dir=data_dir, cwd=tmp_path,
-    )  # fmt: skip
+        "hparams_search=lenet5_optuna",
+        *data,
+        *LIMITS[1:],
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        f"hydra.sweep.dir={sweep}",
+        *PRUNE_SECOND_EPOCH,
+        data_dir=data_dir,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     done = trials(sweep / "optuna.journal")
     assert {t.params["trainer.max_epochs"]: t.state.name for t in done} == {1: "COMPLETE", 3: "PRUNED"}
@@ -409,12 +491,20 @@ def test_a_ddp_trial_runs_once_on_two_ranks_and_a_pruned_trial_is_no_failure(dat
     assert sorted(summary.values()) == ["completed", "pruned"]
     # what the user sees: each trial's own parameters, no reporting plumbing; a short result table
     shown = result.stdout + result.stderr
-    assert "callbacks.optuna_trial" not in shown and "CLASSIC_CNNS_OPTUNA_TRIAL" not in shown and "_target_" not in shown
+    assert (
+        "callbacks.optuna_trial" not in shown and "CLASSIC_CNNS_OPTUNA_TRIAL" not in shown and "_target_" not in shown
+    )
     assert "trial 0: trainer.max_epochs=" in shown and "trial 1: trainer.max_epochs=" in shown
-    assert not any(word in (sweep / str(t.number) / ".hydra" / "overrides.yaml").read_text() for t in done for word in ("callbacks", "hydra."))
+    assert not any(
+        word in (sweep / str(t.number) / ".hydra" / "overrides.yaml").read_text()
+        for t in done
+        for word in ("callbacks", "hydra.")
+    )
     assert "1 completed, 1 pruned, 0 failed, 0 rerun" in result.stdout and "best val/acc" in result.stdout
     assert "optuna-dashboard search/optuna.journal" in result.stdout
-    assert optuna.load_study(study_name="lenet5", storage=open_storage(str(sweep / "optuna.journal"))).metric_names == ["val/acc"]
+    assert optuna.load_study(study_name="lenet5", storage=open_storage(str(sweep / "optuna.journal"))).metric_names == [
+        "val/acc"
+    ]
 
 
 def test_optuna_dashboard_serves_the_study(tmp_path):
@@ -427,10 +517,20 @@ def test_optuna_dashboard_serves_the_study(tmp_path):
         study.tell(trial, value)
     port = free_port()
     server = subprocess.Popen(
-        [shutil.which("optuna-dashboard", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])),
-         "--host", "127.0.0.1", "--port", str(port), storage],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            shutil.which(
+                "optuna-dashboard", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+            ),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            storage,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         studies = get_json(f"http://127.0.0.1:{port}/api/studies", server)["study_summaries"]
         assert [(s["study_name"], s["directions"]) for s in studies] == [("lenet5", ["maximize"])]
@@ -476,6 +576,8 @@ def test_the_sweepers_read_a_failed_jobs_error_through_hydras_public_api():
 def test_a_value_on_the_command_line_fixes_or_replaces_a_searched_key():
     parser = OverridesParser.create()
     params = ["data.batch_size=choice(64, 128)", "model.dropout=interval(0.0, 0.5)", "pooling=max,avg"]
-    space, fixed = search_space(parser.parse_overrides([*params, "data.batch_size=32", "model.dropout=interval(0.1, 0.2)"]))
+    space, fixed = search_space(
+        parser.parse_overrides([*params, "data.batch_size=32", "model.dropout=interval(0.1, 0.2)"])
+    )
     assert space == {"model.dropout": FloatDistribution(0.1, 0.2), "pooling": CategoricalDistribution(["max", "avg"])}
     assert fixed == ["data.batch_size=32"]

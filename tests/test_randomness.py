@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from classic_cnns.classifier import ImageClassifier
 from classic_cnns.data import CIFAR10DataModule, MNISTDataModule
 from classic_cnns.data.batching import EpochOrderSampler
-from classic_cnns.classifier import ImageClassifier
 
 from .conftest import write_mnist
 

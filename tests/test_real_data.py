@@ -58,7 +58,11 @@ def test_cifar10_as_an_image_folder_reaches_the_accuracy_of_data_cifar10(tmp_pat
     for data, data_dir, extra in (("cifar10", Path(REAL), []), ("imagefolder", folder, as_cifar10)):
         for seed in range(3):
             run = tmp_path / f"{data}_{seed}"
-            train(compose_config(["trainer=cpu", "trainer.max_epochs=1", f"data={data}", f"seed={seed}", *extra], run, data_dir))
+            train(
+                compose_config(
+                    ["trainer=cpu", "trainer.max_epochs=1", f"data={data}", f"seed={seed}", *extra], run, data_dir
+                )
+            )
             accuracies.setdefault(data, []).append(json.loads((run / "metrics.json").read_text())["test/acc"])
     spread = max(max(values) - min(values) for values in accuracies.values())
     gap = abs(np.mean(accuracies["cifar10"]) - np.mean(accuracies["imagefolder"]))

@@ -10,10 +10,10 @@ import torch
 from hydra.errors import ConfigCompositionException
 
 from classic_cnns import ClassicCNNsError
+from classic_cnns.data import DatasetNotFoundError, MNISTDataModule
 from classic_cnns.runs.callbacks import TrainingDivergedError
 from classic_cnns.runs.checkpoint_loading import load_classifier
 from classic_cnns.runs.config_checks import ConfigError
-from classic_cnns.data import DatasetNotFoundError, MNISTDataModule
 from classic_cnns.runs.train import train
 
 from .conftest import write_idx, write_mnist
@@ -120,9 +120,11 @@ def test_resumed_run_ends_with_the_metrics_of_an_uninterrupted_one(make_cfg, tmp
     common = ["trainer.max_epochs=3", "data=cifar10", "model.dropout=0.5"]  # augmentation and dropout use the RNG
     train(make_cfg(*common, output_dir=tmp_path / "whole"))
     interrupted = make_cfg(
-        *common, "+callbacks.crash._target_=tests.test_reliability.CrashAtEpoch", "+callbacks.crash.epoch=2",
+        *common,
+        "+callbacks.crash._target_=tests.test_reliability.CrashAtEpoch",
+        "+callbacks.crash.epoch=2",
         output_dir=tmp_path / "killed",
-    )  # fmt: skip
+    )
     with pytest.raises((KeyboardInterrupt, SystemExit)):
         train(interrupted)
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"

@@ -8,7 +8,13 @@ import pytest
 import scipy.stats
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.tools.sweep_report import epochs_to_train_acc, holm_adjusted, load_sweep, summarize_sweep, write_report
+from classic_cnns.tools.sweep_report import (
+    epochs_to_train_acc,
+    holm_adjusted,
+    load_sweep,
+    summarize_sweep,
+    write_report,
+)
 
 from .conftest import ROOT
 from .test_cli import FAST, run_cli
@@ -56,7 +62,11 @@ def test_curves_show_the_spread_over_seeds_as_a_band_and_plots_have_titles():
     from classic_cnns.plotting import curves_figure
 
     curves = pd.DataFrame(
-        [("min", job, epoch, acc) for job, accs in (("0", [0.1, 0.12]), ("1", [0.3, 0.41])) for epoch, acc in zip((1, 2), accs)]
+        [
+            ("min", job, epoch, acc)
+            for job, accs in (("0", [0.1, 0.12]), ("1", [0.3, 0.41]))
+            for epoch, acc in zip((1, 2), accs)
+        ]
         + [("max", "2", 1, 0.9), ("max", "2", 2, 0.95)],
         columns=["configuration", "job", "epoch", "val/acc"],
     )
@@ -73,15 +83,34 @@ def test_report_of_a_fast_dev_run_sweep(tmp_path):
         job_dir = tmp_path / "sweep" / str(job)
         (job_dir / ".hydra").mkdir(parents=True)
         (job_dir / ".hydra" / "overrides.yaml").write_text(f"- pooling={pooling}\n- +trainer.fast_dev_run=true\n")
-        metrics = {"val/loss": 2.30, "val/acc": 0.125, "test/loss": 2.31, "test/acc": 0.14, "fit_seconds": 0.146,
-                   "epochs": 1, "params": 61706, "seed": 0, "tags": [], "best_checkpoint": ""}  # fmt: skip
+        metrics = {
+            "val/loss": 2.30,
+            "val/acc": 0.125,
+            "test/loss": 2.31,
+            "test/acc": 0.14,
+            "fit_seconds": 0.146,
+            "epochs": 1,
+            "params": 61706,
+            "seed": 0,
+            "tags": [],
+            "best_checkpoint": "",
+        }
         (job_dir / "metrics.json").write_text(json.dumps(metrics))
     report = (write_report(tmp_path / "sweep") / "report.md").read_text()
-    assert "| pooling=max" in report and "61,706" in report and "![test accuracy of the kept checkpoints](test_acc.png)" in report
+    assert (
+        "| pooling=max" in report
+        and "61,706" in report
+        and "![test accuracy of the kept checkpoints](test_acc.png)" in report
+    )
 
 
 def test_report_command_and_a_wrong_directory(sweep, tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and "| pooling=max" in result.stdout
     with pytest.raises(ClassicCNNsError, match="holds no job directories"):
         write_report(tmp_path)
@@ -94,7 +123,13 @@ def _fake_job(job_dir, seed, train_accs, val_at_last_epoch):
 
     (job_dir / ".hydra").mkdir(parents=True)
     (job_dir / ".hydra" / "overrides.yaml").write_text(f"- activation=relu\n- seed={seed}\n")
-    metrics = {"test/acc": 0.8, "val/acc": val_at_last_epoch, "params": 1000, "fit_seconds": 3.0, "epochs": len(train_accs)}
+    metrics = {
+        "test/acc": 0.8,
+        "val/acc": val_at_last_epoch,
+        "params": 1000,
+        "fit_seconds": 3.0,
+        "epochs": len(train_accs),
+    }
     (job_dir / "metrics.json").write_text(json.dumps(metrics))
     with SummaryWriter(job_dir / "tensorboard" / "version_0") as writer:
         for epoch, acc in enumerate(train_accs):
@@ -122,7 +157,12 @@ def test_epochs_to_a_training_accuracy_and_validation_only_at_the_end(tmp_path):
 
 
 def test_report_command_rejects_a_target_that_is_not_an_accuracy(sweep):
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep), "--train-acc-target", "75"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep), "--train-acc-target", "75"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "--train-acc-target is an accuracy in (0, 1], got 75.0" in result.stderr
 
 
@@ -152,10 +192,21 @@ def study(accuracies: dict[str, list[float]], val_shift: dict[str, float] | None
     """Completed jobs with these test accuracies; val/acc is the test accuracy plus `val_shift`."""
     val_shift = val_shift or {}
     return pd.DataFrame(
-        [{"job": f"{c}-{i}", "configuration": c, "status": "completed", "test/acc": a, "val/acc": a + val_shift.get(c, 0.0),
-          "params": 1, "fit_seconds": 1.0, "epochs": 1}
-         for c, values in accuracies.items() for i, a in enumerate(values)]
-    )  # fmt: skip
+        [
+            {
+                "job": f"{c}-{i}",
+                "configuration": c,
+                "status": "completed",
+                "test/acc": a,
+                "val/acc": a + val_shift.get(c, 0.0),
+                "params": 1,
+                "fit_seconds": 1.0,
+                "epochs": 1,
+            }
+            for c, values in accuracies.items()
+            for i, a in enumerate(values)
+        ]
+    )
 
 
 def test_each_configuration_is_tested_against_the_reference_with_holm_corrected_welch_tests():
@@ -179,37 +230,69 @@ def test_each_configuration_is_tested_against_the_reference_with_holm_corrected_
         assert row["p_welch"] == pytest.approx(raw[configuration], rel=1e-9)
         assert row["p_holm"] == pytest.approx(holm[configuration], rel=1e-9)
         assert row["significant"] is significant
-        assert row["vs_reference"] == pytest.approx(np.mean(accuracies[configuration]) - np.mean(accuracies["pooling=max"]))
-    assert raw["pooling=lp"] < 0.05 < holm["pooling=lp"] and table.loc["pooling=lp", "significant"] is False  # the correction decides
+        assert row["vs_reference"] == pytest.approx(
+            np.mean(accuracies[configuration]) - np.mean(accuracies["pooling=max"])
+        )
+    assert (
+        raw["pooling=lp"] < 0.05 < holm["pooling=lp"] and table.loc["pooling=lp", "significant"] is False
+    )  # the correction decides
     assert table.loc["pooling=subsampling", "significant"] is None
-    assert table.loc["pooling=min", "conclusion"].startswith("pooling=min is worse than pooling=max (test accuracy -0.0055, Holm-corrected p=")
+    assert table.loc["pooling=min", "conclusion"].startswith(
+        "pooling=min is worse than pooling=max (test accuracy -0.0055, Holm-corrected p="
+    )
     assert table.loc["pooling=lp", "conclusion"].startswith("pooling=lp and pooling=max are not separable with 5 seeds")
-    assert table.loc["pooling=subsampling", "conclusion"].startswith("pooling=subsampling cannot be compared with pooling=max (1 and 5 seeds")
+    assert table.loc["pooling=subsampling", "conclusion"].startswith(
+        "pooling=subsampling cannot be compared with pooling=max (1 and 5 seeds"
+    )
 
 
 def test_the_reference_is_chosen_by_validation_accuracy_never_test():
     accuracies = {"norm=batch": [0.74, 0.75, 0.73], "norm=lrn": [0.76, 0.77, 0.78]}  # lrn has the better test accuracy
-    table = summarize_sweep(study(accuracies, val_shift={"norm=batch": 0.05}))  # batch has the better validation accuracy
-    assert table.index[0] == "norm=batch" and table.loc["norm=batch", "conclusion"].startswith("norm=batch is the reference")
+    table = summarize_sweep(
+        study(accuracies, val_shift={"norm=batch": 0.05})
+    )  # batch has the better validation accuracy
+    assert table.index[0] == "norm=batch" and table.loc["norm=batch", "conclusion"].startswith(
+        "norm=batch is the reference"
+    )
     assert table.loc["norm=lrn", "vs_reference"] == pytest.approx(0.03)
     # t = 0.03 / sqrt(0.01^2 / 3 + 0.01^2 / 3) = 3.67 on 4 degrees of freedom: p = 0.021, one comparison
-    assert table.loc["norm=lrn", "conclusion"] == "norm=lrn is better than norm=batch (test accuracy +0.0300, Holm-corrected p=0.021)."
+    assert (
+        table.loc["norm=lrn", "conclusion"]
+        == "norm=lrn is better than norm=batch (test accuracy +0.0300, Holm-corrected p=0.021)."
+    )
 
 
 def test_report_states_the_test_and_marks_significant_differences(tmp_path):
-    for job, (pooling, seed, accuracy) in enumerate([("max", 0, 0.99), ("max", 1, 0.991), ("min", 0, 0.95), ("min", 1, 0.952)]):
+    for job, (pooling, seed, accuracy) in enumerate(
+        [("max", 0, 0.99), ("max", 1, 0.991), ("min", 0, 0.95), ("min", 1, 0.952)]
+    ):
         job_dir = tmp_path / "sweep" / str(job)
         (job_dir / ".hydra").mkdir(parents=True)
         (job_dir / ".hydra" / "overrides.yaml").write_text(f"- pooling={pooling}\n- seed={seed}\n")
-        (job_dir / "metrics.json").write_text(json.dumps({"test/acc": accuracy, "val/acc": accuracy, "params": 1, "fit_seconds": 1.0, "epochs": 1}))
+        (job_dir / "metrics.json").write_text(
+            json.dumps({"test/acc": accuracy, "val/acc": accuracy, "params": 1, "fit_seconds": 1.0, "epochs": 1})
+        )
         if pooling == "max":  # a network with one LRN layer, as train() reports it
-            (job_dir / "metrics.json").write_text(json.dumps({**json.loads((job_dir / "metrics.json").read_text()), "lrn1/divisor_median": 1.0 + seed, "lrn1/divisor_max": 3.0}))
+            (job_dir / "metrics.json").write_text(
+                json.dumps(
+                    {
+                        **json.loads((job_dir / "metrics.json").read_text()),
+                        "lrn1/divisor_median": 1.0 + seed,
+                        "lrn1/divisor_max": 3.0,
+                    }
+                )
+            )
     report = (write_report(tmp_path / "sweep", tmp_path / "out") / "report.md").read_text()
     assert "lrn1 divisor/k^beta: median (max)" in report and "1.500 (3.000)" in report  # means over the seeds
     assert "| pooling=max " in report and "| reference " in report
     assert "-0.0395, p=0.0" in report and "**yes**" in report
-    assert "two-sided Welch t-test (unequal variances)" in report and "Holm-Bonferroni corrected for 1 comparison " in report
-    assert "- pooling=min is worse than pooling=max (test accuracy -0.0395, Holm-corrected p=" in report  # generated, not written
+    assert (
+        "two-sided Welch t-test (unequal variances)" in report
+        and "Holm-Bonferroni corrected for 1 comparison " in report
+    )
+    assert (
+        "- pooling=min is worse than pooling=max (test accuracy -0.0395, Holm-corrected p=" in report
+    )  # generated, not written
     assert "**Fewer than 5 seeds**: 2 per configuration" in report
 
 
@@ -218,7 +301,15 @@ def test_top5_accuracy_is_a_column_where_the_runs_measured_it(tmp_path):
         job_dir = tmp_path / "sweep" / str(job)
         (job_dir / ".hydra").mkdir(parents=True)
         (job_dir / ".hydra" / "overrides.yaml").write_text(f"- norm={norm}\n- seed={seed}\n")
-        metrics = {"test/acc": 0.5, "val/acc": 0.5, "test/acc_top5": 0.8 + 0.1 * seed, "val/acc_top5": 0.8, "params": 1, "fit_seconds": 1.0, "epochs": 1}
+        metrics = {
+            "test/acc": 0.5,
+            "val/acc": 0.5,
+            "test/acc_top5": 0.8 + 0.1 * seed,
+            "val/acc_top5": 0.8,
+            "params": 1,
+            "fit_seconds": 1.0,
+            "epochs": 1,
+        }
         (job_dir / "metrics.json").write_text(json.dumps(metrics))
     report = (write_report(tmp_path / "sweep", tmp_path / "out") / "report.md").read_text()
     assert "test acc top5" in report and "0.8500 ± 0.0707" in report  # mean and std over the two seeds

@@ -29,6 +29,8 @@ def test_one_cycle_reaches_its_peak_in_fits_of_any_length(make_cfg):
 
 @pytest.mark.parametrize("total_steps", [1, 2])
 def test_a_fit_too_short_for_a_cycle_trains_at_max_lr_and_says_so(make_cfg, total_steps):
-    with pytest.warns(UserWarning, match=f"at least 3 optimizer steps and this fit makes {total_steps}: .*constant max_lr=0.05") as caught:
+    with pytest.warns(
+        UserWarning, match=f"at least 3 optimizer steps and this fit makes {total_steps}: .*constant max_lr=0.05"
+    ) as caught:
         assert _lrs(make_cfg().scheduler, total_steps) == [0.05] * total_steps  # not torch's 2e-7
     assert caught[0].filename == __file__  # the caller's code, not Hydra's instantiate that called one_cycle

@@ -22,18 +22,30 @@ from .test_optuna import PRUNE_SECOND_EPOCH
 
 def on_slurm(partition: str, tasks: int) -> list[str]:
     return [
-        "hydra/launcher=slurm", f"hydra.launcher.partition={partition}", f"hydra.launcher.tasks_per_node={tasks}",
-        "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+        "hydra/launcher=slurm",
+        f"hydra.launcher.partition={partition}",
+        f"hydra.launcher.tasks_per_node={tasks}",
+        "hydra.launcher.gpus_per_node=null",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=1",
         "hydra.launcher.timeout_min=10",
-    ]  # fmt: skip
+    ]
 
 
 def test_a_grid_sweep_of_two_task_ddp_jobs_runs_on_slurm(data_dir, tmp_path, slurm_cluster):
     sweep = tmp_path / "sweep"
     result = run_cli(
-        "-m", *on_slurm(slurm_cluster, tasks=2), "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-        "pooling=max,avg", f"hydra.sweep.dir={sweep}", *FAST, data_dir=data_dir, cwd=tmp_path,
-    )  # fmt: skip
+        "-m",
+        *on_slurm(slurm_cluster, tasks=2),
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "pooling=max,avg",
+        f"hydra.sweep.dir={sweep}",
+        *FAST,
+        data_dir=data_dir,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     for job, pooling in (("0", "max"), ("1", "avg")):
         metrics = json.loads((sweep / job / "metrics.json").read_text())
@@ -46,15 +58,25 @@ def test_a_grid_sweep_of_two_task_ddp_jobs_runs_on_slurm(data_dir, tmp_path, slu
 def test_a_parallel_optuna_search_with_pruning_runs_on_slurm(data_dir, tmp_path, slurm_cluster):
     sweep = tmp_path / "search"
     result = run_cli(
-        "hparams_search=lenet5_optuna", *on_slurm(slurm_cluster, tasks=1), "hydra.sweeper.n_jobs=2",
-        f"hydra.sweep.dir={sweep}", *PRUNE_SECOND_EPOCH, *FAST[1:], "trainer.accelerator=cpu",
-        "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-        data_dir=data_dir, cwd=tmp_path,
-    )  # fmt: skip
+        "hparams_search=lenet5_optuna",
+        *on_slurm(slurm_cluster, tasks=1),
+        "hydra.sweeper.n_jobs=2",
+        f"hydra.sweep.dir={sweep}",
+        *PRUNE_SECOND_EPOCH,
+        *FAST[1:],
+        "trainer.accelerator=cpu",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        data_dir=data_dir,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     trials = optuna.load_study(study_name="lenet5", storage=open_storage(str(sweep / "optuna.journal"))).trials
     assert {t.params["trainer.max_epochs"]: t.state.name for t in trials} == {1: "COMPLETE", 3: "PRUNED"}
-    assert len(list((sweep / ".submitit").glob("*/*_0_log.out"))) == 2  # each trial its own SLURM job, started when a slot frees
+    assert (
+        len(list((sweep / ".submitit").glob("*/*_0_log.out"))) == 2
+    )  # each trial its own SLURM job, started when a slot frees
     for trial in trials:  # a pruned trial stopped after its second epoch, and was still scored
         metrics = json.loads((sweep / str(trial.number) / "metrics.json").read_text())
         assert metrics["epochs"] == {1: 1, 3: 2}[trial.params["trainer.max_epochs"]]
@@ -66,17 +88,38 @@ def test_a_search_stopped_with_sigterm_cancels_its_slurm_jobs(data_dir, tmp_path
     cancels them instead of leaving them running."""
     sweep = tmp_path / "search"
     command = [
-        sys.executable, str(ROOT / "train.py"), "hparams_search=lenet5_optuna", *on_slurm(slurm_cluster, tasks=1),
-        "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2", *FAST[1:], "trainer.accelerator=cpu",
-        "trainer.max_epochs=1000", f"hydra.sweep.dir={sweep}",
-    ]  # fmt: skip
+        sys.executable,
+        str(ROOT / "train.py"),
+        "hparams_search=lenet5_optuna",
+        *on_slurm(slurm_cluster, tasks=1),
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=2",
+        *FAST[1:],
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1000",
+        f"hydra.sweep.dir={sweep}",
+    ]
     env = {**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir)}
-    search = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    search = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline, jobs = time.monotonic() + 240, []
     while len(jobs) < 2 or running(jobs) != set(jobs):  # both trials' SLURM jobs have started
-        assert search.poll() is None and time.monotonic() < deadline, search.stderr.read()[-3000:] if search.poll() is not None else "timeout"
+        assert search.poll() is None and time.monotonic() < deadline, (
+            search.stderr.read()[-3000:] if search.poll() is not None else "timeout"
+        )
         time.sleep(1)
-        jobs = sorted(d.name for d in (sweep / ".submitit").glob("*") if d.name.isdigit()) if (sweep / ".submitit").exists() else []
+        jobs = (
+            sorted(d.name for d in (sweep / ".submitit").glob("*") if d.name.isdigit())
+            if (sweep / ".submitit").exists()
+            else []
+        )
     search.send_signal(signal.SIGTERM)
     assert search.wait(timeout=60) != 0
     deadline = time.monotonic() + 60

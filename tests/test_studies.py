@@ -49,7 +49,9 @@ def _jobs(group: str, name: str) -> list[list[str]]:
     return [[f"{group}={name}", *job, *end] for job in itertools.product(*grid) for end in ends]
 
 
-@pytest.mark.parametrize("group, name", [("experiment", s) for s in STUDIES] + [("hparams_search", s) for s in SEARCHES])
+@pytest.mark.parametrize(
+    "group, name", [("experiment", s) for s in STUDIES] + [("hparams_search", s) for s in SEARCHES]
+)
 def test_every_job_of_every_study_and_search_composes_validates_and_builds(group, name):
     """Each job's network is built on the meta device (shapes only), as the checked sweeper does
     before the first job of a sweep starts."""
@@ -67,7 +69,9 @@ def test_every_job_of_every_study_and_search_composes_validates_and_builds(group
                 if key in choices:
                     assert choices[key] == value
                 else:
-                    assert OmegaConf.select(cfg, key) == parser.parse_override(f"{key}={value}").value()  # as Hydra reads it
+                    assert (
+                        OmegaConf.select(cfg, key) == parser.parse_override(f"{key}={value}").value()
+                    )  # as Hydra reads it
 
 
 @pytest.mark.parametrize("study", STUDIES)
@@ -87,20 +91,33 @@ def test_studies_with_lenet5_repeat_over_5_seeds_the_alexnet_ones_over_3(study):
     ],
 )
 def test_a_network_that_cannot_be_built_is_a_config_error_naming_the_fix(make_cfg, overrides, problem):
-    with pytest.raises(ConfigError, match=f"cannot be built: {problem}.*Use a larger data.image_size, padding=same or a smaller pooling"):
+    with pytest.raises(
+        ConfigError,
+        match=f"cannot be built: {problem}.*Use a larger data.image_size, padding=same or a smaller pooling",
+    ):
         check_network_builds(make_cfg(*overrides))
 
 
 def test_activation_study_runs_alexnet_without_any_regularization_as_in_the_paper(make_cfg):
     cfg = make_cfg("experiment=study_activation", "activation=tanh")
-    assert cfg.model._target_.endswith("AlexNet") and cfg.model.layers.norm == "none" and cfg.model.layers.activation == "tanh"
+    assert (
+        cfg.model._target_.endswith("AlexNet")
+        and cfg.model.layers.norm == "none"
+        and cfg.model.layers.activation == "tanh"
+    )
     assert cfg.model.dropout == 0 and cfg.optimizer.weight_decay == 0
     assert cfg.data.crop_padding == 0 and not cfg.data.horizontal_flip
-    assert cfg.scheduler == {} and cfg.trainer.max_epochs == 30  # constant lr: epochs to the target do not depend on max_epochs
+    assert (
+        cfg.scheduler == {} and cfg.trainer.max_epochs == 30
+    )  # constant lr: epochs to the target do not depend on max_epochs
 
 
 def test_activation_study_stops_each_run_once_training_accuracy_reaches_the_target(make_cfg, tmp_path):
-    train(make_cfg("experiment=study_activation", "trainer.max_epochs=3", "callbacks.early_stopping.stopping_threshold=0.0"))
+    train(
+        make_cfg(
+            "experiment=study_activation", "trainer.max_epochs=3", "callbacks.early_stopping.stopping_threshold=0.0"
+        )
+    )
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 1
 
 
@@ -125,7 +142,13 @@ def test_checked_sweeper_builds_every_network_before_the_first_job_starts(data_d
 
 def test_lrn_study_records_the_divisor_spread_of_the_kept_weights_and_other_runs_do_not(make_cfg, tmp_path):
     """The LRN study's diagnostic is a callback it switches on, not part of every run."""
-    overrides = ["model=alexnet", "norm=lrn", "model.widths=[16,32,32,32,32]", "model.hidden_features=64", "trainer.limit_train_batches=1"]
+    overrides = [
+        "model=alexnet",
+        "norm=lrn",
+        "model.widths=[16,32,32,32,32]",
+        "model.hidden_features=64",
+        "trainer.limit_train_batches=1",
+    ]
     spread = "+callbacks.lrn_divisor_spread={_target_:classic_cnns.runs.callbacks.LRNDivisorSpread}"
     train(make_cfg(*overrides, spread, output_dir=tmp_path / "study"))
     metrics = json.loads((tmp_path / "study" / "metrics.json").read_text())

@@ -5,8 +5,8 @@ import sys
 import pytest
 from hydra.utils import instantiate
 
-from classic_cnns.models import AlexNet, LayerChoices
 from classic_cnns.layer_table import summarize, to_markdown
+from classic_cnns.models import AlexNet, LayerChoices
 
 from .conftest import ROOT
 
@@ -18,7 +18,9 @@ def table_for(make_cfg, overrides: str) -> str:
     cfg = make_cfg(*overrides.split())
     datamodule = instantiate(cfg.data)
     num_classes = cfg.get("num_classes") or datamodule.num_classes
-    net = instantiate(cfg.model, in_channels=datamodule.channels, num_classes=num_classes, input_size=datamodule.input_size)
+    net = instantiate(
+        cfg.model, in_channels=datamodule.channels, num_classes=num_classes, input_size=datamodule.input_size
+    )
     return to_markdown(summarize(net, datamodule.channels, datamodule.input_size))
 
 
@@ -27,8 +29,13 @@ def test_lenet5_1998_summary_reproduces_the_papers_figures(make_cfg):
     net = instantiate(cfg.model, in_channels=1, num_classes=10, input_size=(32, 32))
     rows = summarize(net, 1, (32, 32))
     assert [(r.params, r.connections) for r in rows if r.params] == [
-        (156, 122_304), (12, 5_880), (1_516, 151_600), (32, 2_000), (48_120, 48_120), (10_164, 10_164)
-    ]  # fmt: skip
+        (156, 122_304),
+        (12, 5_880),
+        (1_516, 151_600),
+        (32, 2_000),
+        (48_120, 48_120),
+        (10_164, 10_164),
+    ]
     assert [r.output for r in rows[:4]] == [(6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5)]
     assert rows[0].geometry == (32, 5, 0, 1, 28)  # O = (32 - 5 + 0) / 1 + 1
     assert rows[-1].fixed == 840
@@ -62,7 +69,10 @@ def test_docs_hold_the_tables_the_command_generates(make_cfg, overrides):
 def test_summarize_command(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "summarize.py"), "model=lenet5_1998", "+markdown=true"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert re.search(r"\| \*\*total\*\* \|.*\*\*60,000\*\* \| \*\*840\*\* \| \*\*340,908\*\*", result.stdout)
@@ -72,8 +82,11 @@ def test_summarize_command(tmp_path):
 def test_summary_title_names_what_the_network_is_sized_for(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "summarize.py"), "model=alexnet_2012", "+num_classes=1000"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     title = result.stdout.strip().splitlines()[0].strip()
     assert title == "AlexNet for 1000 classes, 227x227 input"  # not "on CIFAR-10": its 10 classes are not these

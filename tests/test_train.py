@@ -122,7 +122,11 @@ def test_every_config_option_composes_and_builds(make_cfg, override):
     ids=lambda overrides: " ".join(overrides),
 )
 def test_every_architecture_option_trains_a_step(make_cfg, tmp_path, overrides):
-    train(make_cfg(*overrides, "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"))
+    train(
+        make_cfg(
+            *overrides, "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"
+        )
+    )
     metrics = read_metrics(tmp_path / "run")
     assert metrics["epochs"] == 1
 
@@ -165,7 +169,13 @@ def test_speed_options_train_and_log_like_the_default_path(make_cfg, tmp_path, o
 
 @pytest.mark.parametrize(
     "capability, precision",
-    [((7, 0), "16-mixed"), ((7, 5), "16-mixed"), ((8, 0), "bf16-mixed"), ((8, 9), "bf16-mixed"), ((9, 0), "bf16-mixed")],
+    [
+        ((7, 0), "16-mixed"),
+        ((7, 5), "16-mixed"),
+        ((8, 0), "bf16-mixed"),
+        ((8, 9), "bf16-mixed"),
+        ((9, 0), "bf16-mixed"),
+    ],
     ids=["V100", "T4", "A100", "L4", "H100"],
 )
 def test_precision_is_bf16_only_on_gpus_with_native_bf16_and_full_on_cpu(make_cfg, monkeypatch, capability, precision):
@@ -193,7 +203,11 @@ def test_no_training_step_reads_a_value_back_to_the_host(make_cfg, tmp_path, mon
 
     def host_reads(steps: int) -> Counter:
         reads.clear()
-        train(make_cfg(f"trainer.limit_train_batches={steps}", "trainer.detect_anomaly=false", output_dir=tmp_path / str(steps)))
+        train(
+            make_cfg(
+                f"trainer.limit_train_batches={steps}", "trainer.detect_anomaly=false", output_dir=tmp_path / str(steps)
+            )
+        )
         return Counter(reads)
 
     few, many = host_reads(2), host_reads(6)  # the first run also pays Lightning's one-time reads

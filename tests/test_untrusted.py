@@ -134,7 +134,11 @@ def test_resume_refuses_a_checkpoint_whose_callback_state_points_outside_its_dir
     victim.write_text("precious")
     dirpath = str(tmp_path / "run" / "checkpoints")
     checkpoint = checkpoint_like_train(make_cfg())
-    state = {"dirpath": dirpath, "best_model_path": f"{dirpath}/epoch_000.ckpt", "last_model_path": f"{dirpath}/../../victim.ckpt"}
+    state = {
+        "dirpath": dirpath,
+        "best_model_path": f"{dirpath}/epoch_000.ckpt",
+        "last_model_path": f"{dirpath}/../../victim.ckpt",
+    }
     checkpoint["callbacks"] = {"ModelCheckpoint{'monitor': 'val/acc'}": state}
     torch.save(checkpoint, tmp_path / "last.ckpt")
     with pytest.raises(UnsafeCheckpointError, match=r"callbacks.ModelCheckpoint.last_model_path=.*victim.ckpt"):
@@ -154,7 +158,12 @@ def test_cifar_batches_in_every_pickle_protocol_load(tmp_path):
     """Re-encoded copies (other checksums, other pickle protocols) still load."""
     folder = write_cifar10(tmp_path)
     images = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
-    batch = {"data": images, "labels": [3, 4], "batch_label": b"training batch 1 of 5", "filenames": [b"a.png", "b.png"]}
+    batch = {
+        "data": images,
+        "labels": [3, 4],
+        "batch_label": b"training batch 1 of 5",
+        "filenames": [b"a.png", "b.png"],
+    }
     for protocol in (2, 4, 5):
         (folder / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(batch, protocol=protocol))
         module = CIFAR10DataModule(str(folder))
@@ -211,7 +220,10 @@ def test_resume_never_deletes_outside_the_run_whatever_the_callback_state_leaves
             state["kth_best_model_path"] = f"{checkpoints}/../../victim.ckpt"
             state["best_k_models"] = {f"{checkpoints}/../../victim.ckpt": torch.tensor(2.0)}
     torch.save(checkpoint, tmp_path / "crafted.ckpt")
-    with pytest.raises(UnsafeCheckpointError, match=r"callbacks\.ModelCheckpoint\.best_model_path=.*victim_dir.* is not a \.ckpt file in this run's checkpoint directory") as error:
+    with pytest.raises(
+        UnsafeCheckpointError,
+        match=r"callbacks\.ModelCheckpoint\.best_model_path=.*victim_dir.* is not a \.ckpt file in this run's checkpoint directory",
+    ) as error:
         train(make_cfg(*common, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'crafted.ckpt'}"))
     assert "\n" not in str(error.value)
     assert victim_file.read_text() == "precious" and (victim_dir / "inside").is_dir()
@@ -229,9 +241,32 @@ def run_layout(tmp_path):
     return own
 
 
-PATH_PARTS = st.lists(st.sampled_from(["..", ".", "checkpoints", "run", "linked_dir", "epoch_000.ckpt", "link.ckpt", "dir.ckpt", "victim.ckpt", "x"]), max_size=5)
-ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
-CHECKPOINT_KEYS = ["best_model_path", "kth_best_model_path", "last_model_path", "best_k_models", "dirpath", "monitor", "best_model_score", "kth_value", "current_score"]
+PATH_PARTS = st.lists(
+    st.sampled_from(
+        ["..", ".", "checkpoints", "run", "linked_dir", "epoch_000.ckpt", "link.ckpt", "dir.ckpt", "victim.ckpt", "x"]
+    ),
+    max_size=5,
+)
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+CHECKPOINT_KEYS = [
+    "best_model_path",
+    "kth_best_model_path",
+    "last_model_path",
+    "best_k_models",
+    "dirpath",
+    "monitor",
+    "best_model_score",
+    "kth_value",
+    "current_score",
+]
 
 
 @st.composite
@@ -239,6 +274,7 @@ def callback_states(draw, own: Path):
     """A ModelCheckpoint state with any subset of its keys (dirpath too), paths relative to the
     run's checkpoints folder, the filesystem root or nothing, and at times a value of any type,
     an extra key or another callback's state."""
+
     def path():
         if draw(st.booleans()):  # what Lightning writes: a checkpoint of the run, by absolute path
             return f"{own}/{draw(st.sampled_from(['epoch_000.ckpt', 'epoch_001.ckpt', 'last.ckpt']))}"
@@ -261,7 +297,9 @@ def callback_states(draw, own: Path):
         state[draw(st.text(min_size=1, max_size=8))] = draw(ANY_VALUE)
     states = {"ModelCheckpoint{'monitor': 'val/acc'}": state}
     if draw(st.integers(0, 9)) == 0:
-        states[draw(st.sampled_from(["Evil", "ModelCheckpointX", "FitClock", "EarlyStopping{'monitor': 'val/acc'}"]))] = draw(ANY_VALUE)
+        states[
+            draw(st.sampled_from(["Evil", "ModelCheckpointX", "FitClock", "EarlyStopping{'monitor': 'val/acc'}"]))
+        ] = draw(ANY_VALUE)
     return states
 
 
@@ -296,7 +334,12 @@ def test_rebuilt_callback_states_name_only_checkpoint_files_of_the_run_or_are_re
 def test_the_checkpoint_plugin_deletes_only_checkpoint_files_of_the_run(run_layout):
     """The last line of defence, whatever state Lightning holds: no directory, nothing outside."""
     plugin = AtomicCheckpointIO([str(run_layout)])
-    for path in (run_layout / "dir.ckpt", run_layout / "link.ckpt", run_layout / ".." / ".." / "victim.ckpt", run_layout.parent / "x.ckpt"):
+    for path in (
+        run_layout / "dir.ckpt",
+        run_layout / "link.ckpt",
+        run_layout / ".." / ".." / "victim.ckpt",
+        run_layout.parent / "x.ckpt",
+    ):
         with pytest.raises(CheckpointWriteError, match="refused to delete"):
             plugin.remove_checkpoint(path)
     assert (run_layout / "dir.ckpt").is_dir() and (run_layout.parent.parent / "victim.ckpt").read_text() == "precious"
@@ -328,7 +371,11 @@ def test_targets_outside_model_and_data_are_dropped_before_anyone_can_build_them
     """optimizer, scheduler (_partial_), callbacks, trainer, logger, top-level hyper_parameters and
     top-level checkpoint keys: never built by the loaders, and gone from what they hand out
     (model.hparams.config), so that instantiate() on it builds nothing."""
-    payload = {"_target_": "pathlib.Path.write_text", "self": {"_target_": "pathlib.Path", "_args_": [str(tmp_path / "ran")]}, "data": "x"}
+    payload = {
+        "_target_": "pathlib.Path.write_text",
+        "self": {"_target_": "pathlib.Path", "_args_": [str(tmp_path / "ran")]},
+        "data": "x",
+    }
     checkpoint = checkpoint_like_train(make_cfg())
     config = checkpoint["hyper_parameters"]["config"]
     config["optimizer"] = payload
@@ -341,7 +388,11 @@ def test_targets_outside_model_and_data_are_dropped_before_anyone_can_build_them
     torch.save(checkpoint, tmp_path / "crafted.ckpt")
     read = read_checkpoint(tmp_path / "crafted.ckpt")
     assert "evil" not in read and "evil" not in read["hyper_parameters"]
-    assert sorted(_targets(read)) == ["hyper_parameters.config.data._target_", "hyper_parameters.config.model._target_", "hyper_parameters.config.model.layers._target_"]
+    assert sorted(_targets(read)) == [
+        "hyper_parameters.config.data._target_",
+        "hyper_parameters.config.model._target_",
+        "hyper_parameters.config.model.layers._target_",
+    ]
     model = load_classifier(tmp_path / "crafted.ckpt")
     for key in ("optimizer", "scheduler", "trainer"):
         instantiate(model.hparams.config[key])
@@ -364,19 +415,31 @@ def test_evaluate_never_downloads_or_makes_directories_where_the_checkpoint_says
     torch.save(checkpoint, tmp_path / "model.ckpt")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CLASSIC_CNNS_DATA_DIR", raising=False)
-    with pytest.raises(ClassicCNNsError, match=rf"MNIST was not found in {tmp_path}/data/MNIST/raw and data.download=false") as error:
+    with pytest.raises(
+        ClassicCNNsError, match=rf"MNIST was not found in {tmp_path}/data/MNIST/raw and data.download=false"
+    ) as error:
         evaluate(str(tmp_path / "model.ckpt"), output_dir=str(tmp_path / "evaluation"))
     assert "\n" not in str(error.value)
-    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "data").exists() and not (tmp_path / "evaluation").exists()
+    assert (
+        not (tmp_path / "elsewhere").exists()
+        and not (tmp_path / "data").exists()
+        and not (tmp_path / "evaluation").exists()
+    )
 
 
 # --- sizes declared by a file are checked before anything is allocated (item 4) -------------
 def test_a_declared_network_size_the_weights_do_not_have_is_refused_before_allocating(make_cfg, tmp_path):
     checkpoint = checkpoint_like_train(make_cfg())
-    checkpoint["hyper_parameters"]["config"]["model"] = {"_target_": "classic_cnns.models.AlexNet", "hidden_features": 10**9}
+    checkpoint["hyper_parameters"]["config"]["model"] = {
+        "_target_": "classic_cnns.models.AlexNet",
+        "hidden_features": 10**9,
+    }
     checkpoint["hyper_parameters"]["data_info"]["input_size"] = [227, 227]
     torch.save(checkpoint, tmp_path / "huge.ckpt")
-    with pytest.raises(ClassicCNNsError, match=r"huge.ckpt: the weights do not fit the network: net\.\S+ is missing.*\(and \d+ more\)\. Use the model settings") as error:
+    with pytest.raises(
+        ClassicCNNsError,
+        match=r"huge.ckpt: the weights do not fit the network: net\.\S+ is missing.*\(and \d+ more\)\. Use the model settings",
+    ) as error:
         load_classifier(tmp_path / "huge.ckpt")  # 10**9 x 10**9 weights: never allocated
     assert "\n" not in str(error.value)
 
@@ -385,11 +448,16 @@ def test_a_state_dict_of_other_shapes_names_the_keys_and_shapes(make_cfg, tmp_pa
     checkpoint = checkpoint_like_train(make_cfg())
     checkpoint["hyper_parameters"]["data_info"]["input_size"] = [64, 64]
     torch.save(checkpoint, tmp_path / "other.ckpt")
-    with pytest.raises(ClassicCNNsError, match=r"net\.\S+\.weight is \[120, 400\] in the checkpoint but \[120, 3136\] in the network"):
+    with pytest.raises(
+        ClassicCNNsError, match=r"net\.\S+\.weight is \[120, 400\] in the checkpoint but \[120, 3136\] in the network"
+    ):
         load_classifier(tmp_path / "other.ckpt")
 
 
-@pytest.mark.parametrize("key, value", [("input_size", [40000, 40000]), ("native_size", [100000, 100000]), ("channels", 7), ("class_names", ["x"] * 5000)])
+@pytest.mark.parametrize(
+    "key, value",
+    [("input_size", [40000, 40000]), ("native_size", [100000, 100000]), ("channels", 7), ("class_names", ["x"] * 5000)],
+)
 def test_image_sizes_and_class_counts_from_a_file_are_capped(make_cfg, tmp_path, key, value):
     checkpoint = checkpoint_like_train(make_cfg())
     checkpoint["hyper_parameters"]["data_info"][key] = value
@@ -407,7 +475,9 @@ def test_worker_counts_and_data_sizes_come_from_the_loader_not_the_file(make_cfg
     with pytest.raises(UnsafeCheckpointError, match=r"config.data.image_size=50000 is not null or 1 to 1024 pixels"):
         build_datamodule(config, str(tmp_path))
     config = model.hparams.config | {"data": model.hparams.config["data"] | {"eval_batch_size": 0}}
-    with pytest.raises(UnsafeCheckpointError, match=r"config.data.eval_batch_size=0 is not allowed: it must be an integer from 1"):
+    with pytest.raises(
+        UnsafeCheckpointError, match=r"config.data.eval_batch_size=0 is not allowed: it must be an integer from 1"
+    ):
         build_datamodule(config, str(tmp_path))  # was a ZeroDivisionError in evaluate
 
 
@@ -427,8 +497,14 @@ _RECONSTRUCT_FOR_TESTS = np.zeros(0, np.uint8).__reduce__()[0]
 @pytest.mark.parametrize(
     "batch, message",
     [
-        ({"data": UnfilledArray((500_000, 3072)), "labels": [0]}, r"declares 1536000000 bytes but the file holds \d+\)"),
-        ({"data": np.zeros((2, 3072), np.uint8), "labels": [[0] * 1000] * 2}, r"'labels' is not a list of 2 integers, one per image"),
+        (
+            {"data": UnfilledArray((500_000, 3072)), "labels": [0]},
+            r"declares 1536000000 bytes but the file holds \d+\)",
+        ),
+        (
+            {"data": np.zeros((2, 3072), np.uint8), "labels": [[0] * 1000] * 2},
+            r"'labels' is not a list of 2 integers, one per image",
+        ),
         ({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}, r"'labels' is not a list of 2 integers"),
     ],
     ids=["declared_array", "shared_sublists", "count"],
@@ -444,7 +520,9 @@ def test_a_cifar_batch_that_declares_more_than_it_holds_is_refused(tmp_path, bat
 def test_mnist_labels_outside_the_classes_are_found_before_training(make_cfg, tmp_path):
     write_mnist(tmp_path / "data")
     write_idx(tmp_path / "data" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte", np.array([3] * 99 + [200]))
-    with pytest.raises(ClassicCNNsError, match=r"t10k-labels-idx1-ubyte holds labels up to 200, outside 0-9: MNIST has 10 classes"):
+    with pytest.raises(
+        ClassicCNNsError, match=r"t10k-labels-idx1-ubyte holds labels up to 200, outside 0-9: MNIST has 10 classes"
+    ):
         train(make_cfg(f"data.data_dir={tmp_path / 'data'}"))
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -454,15 +532,27 @@ def test_cifar_labels_outside_the_classes_are_found_before_training(make_cfg, tm
     folder = write_cifar10(tmp_path / "data")
     batch = {"data": np.zeros((2, 3072), np.uint8), "labels": [0, label]}
     (folder / "cifar-10-batches-py" / "data_batch_2").write_bytes(pickle.dumps(batch))
-    with pytest.raises(ClassicCNNsError, match=rf"data_batch_2 holds labels outside 0-9 \({min(0, label)} to {max(0, label)}\)"):
+    with pytest.raises(
+        ClassicCNNsError, match=rf"data_batch_2 holds labels outside 0-9 \({min(0, label)} to {max(0, label)}\)"
+    ):
         train(make_cfg("data=cifar10", f"data.data_dir={folder}"))
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_resuming_into_another_network_names_the_weights_that_do_not_fit(make_cfg, tmp_path, trained_run):
     run, common = trained_run
-    with pytest.raises(ClassicCNNsError, match=r"ckpt_path=.*last.ckpt: the weights do not fit the network: net\.\S+ is \[120, 400\] in the checkpoint but \[120, 256\] in the network") as error:
-        train(make_cfg(*common, "+model.c1_padding=0", "allow_resume_changes=true", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"))
+    with pytest.raises(
+        ClassicCNNsError,
+        match=r"ckpt_path=.*last.ckpt: the weights do not fit the network: net\.\S+ is \[120, 400\] in the checkpoint but \[120, 256\] in the network",
+    ) as error:
+        train(
+            make_cfg(
+                *common,
+                "+model.c1_padding=0",
+                "allow_resume_changes=true",
+                f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+            )
+        )
     assert "\n" not in str(error.value)
 
 
@@ -490,8 +580,11 @@ def test_the_states_the_restored_callbacks_write_pass_the_allowlist(tmp_path):
     own = tmp_path / "checkpoints"
     checkpoint = ModelCheckpoint(dirpath=own, monitor="val/acc")
     checkpoint.best_model_path = str(own / "epoch_001.ckpt")
-    states = {"EarlyStopping{'monitor': 'val/acc'}": EarlyStopping(monitor="val/acc").state_dict(), "FitClock": FitClock().state_dict(),
-              "ModelCheckpoint{'monitor': 'val/acc'}": checkpoint.state_dict()}  # fmt: skip
+    states = {
+        "EarlyStopping{'monitor': 'val/acc'}": EarlyStopping(monitor="val/acc").state_dict(),
+        "FitClock": FitClock().state_dict(),
+        "ModelCheckpoint{'monitor': 'val/acc'}": checkpoint.state_dict(),
+    }
     timer = Timer(duration="00:00:01:00")
     timer._start_time[RunningStage.TRAINING] = timer._end_time[RunningStage.TRAINING] = 0.0
     states["Timer"] = timer.state_dict()  # trainer.max_time

@@ -31,7 +31,12 @@ def test_images_text_and_scalars_are_in_the_event_files(run_dir):
     assert len(events.Images("val/confusion_matrix")) == 2  # every epoch here (every_n_epochs=1)
     assert len(events.Images("test/confusion_matrix")) == 1
     feature_maps = sorted(tag for tag in images if tag.startswith("feature_maps/"))
-    assert feature_maps == ["feature_maps/01_conv", "feature_maps/02_pool", "feature_maps/03_conv", "feature_maps/04_pool"]
+    assert feature_maps == [
+        "feature_maps/01_conv",
+        "feature_maps/02_pool",
+        "feature_maps/03_conv",
+        "feature_maps/04_pool",
+    ]
     assert len([t for t in events.Tags()["scalars"] if t.startswith("test_per_class_acc/")]) == 10
     text = events.Tags()["tensors"]
     assert "model/summary/text_summary" in text and "config/text_summary" in text
@@ -47,9 +52,20 @@ def free_port() -> int:
 def test_a_real_tensorboard_server_serves_the_scalars_and_hparams(run_dir):
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir.parent), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(run_dir.parent),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}/data/plugin"
     try:
         deadline, runs = time.monotonic() + 60, {}
@@ -64,9 +80,10 @@ def test_a_real_tensorboard_server_serves_the_scalars_and_hparams(run_dir):
         points = json.load(urllib.request.urlopen(f"{base}/scalars/scalars?{query}", timeout=10))
         assert len(points) == 2  # one per epoch: [wall_time, step, value]
         request = urllib.request.Request(
-            f"{base}/hparams/experiment", data=json.dumps({"experimentName": ""}).encode(),
+            f"{base}/hparams/experiment",
+            data=json.dumps({"experimentName": ""}).encode(),
             headers={"Content-Type": "application/json"},
-        )  # fmt: skip
+        )
         experiment = json.load(urllib.request.urlopen(request, timeout=10))
         assert {"hp/test_acc", "hp/val_acc"} <= {m["name"]["tag"] for m in experiment["metricInfos"]}
         assert any(h["name"] == "choices/pooling" for h in experiment["hparamInfos"])

@@ -92,22 +92,31 @@ def summarize(net: nn.Module, in_channels: int, input_size: Sequence[int]) -> li
             continue
         in_shape, out_shape = shapes[module]
         params = sum(p.numel() for p in module.parameters())
-        fixed = sum(b.numel() for b in module.buffers() if b.is_floating_point()) if isinstance(module, RBFOutput) else 0
+        fixed = (
+            sum(b.numel() for b in module.buffers() if b.is_floating_point()) if isinstance(module, RBFOutput) else 0
+        )
         geometry = _geometry(module, in_shape[-1], out_shape[-1]) if len(out_shape) == 4 else None
         connections = _connections(module, out_shape, params)
         if not (params or fixed or connections or geometry or stage(module) == "norm"):
             continue
-        rows.append(
-            LayerRow(name, type(module).__name__, tuple(out_shape[1:]), params, fixed, connections, geometry)
-        )
+        rows.append(LayerRow(name, type(module).__name__, tuple(out_shape[1:]), params, fixed, connections, geometry))
     return rows
 
 
 def totals(rows: Sequence[LayerRow]) -> list[str]:
     return [
-        "total", "", "", f"{sum(r.params for r in rows):,}", f"{sum(r.fixed for r in rows):,}",
-        f"{sum(r.connections for r in rows):,}", "", "", "", "", "",
-    ]  # fmt: skip
+        "total",
+        "",
+        "",
+        f"{sum(r.params for r in rows):,}",
+        f"{sum(r.fixed for r in rows):,}",
+        f"{sum(r.connections for r in rows):,}",
+        "",
+        "",
+        "",
+        "",
+        "",
+    ]
 
 
 PADDING_NOTE = "SamePad2d rows: P is the pixels the padding adds (before+after), O the padded size N + P."

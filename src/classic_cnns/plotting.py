@@ -49,9 +49,19 @@ def confusion_figure(matrix: torch.Tensor, class_names: Sequence[str], title: st
     ax.set_xlabel("predicted", fontsize=CARD_FONT)
     ax.set_ylabel("true", fontsize=CARD_FONT)
     ax.set_title(title, fontsize=CARD_FONT + 1)
-    for (i, j), count in zip(torch.cartesian_prod(torch.arange(len(matrix)), torch.arange(len(matrix))).tolist(), matrix.flatten().tolist()):
+    for (i, j), count in zip(
+        torch.cartesian_prod(torch.arange(len(matrix)), torch.arange(len(matrix))).tolist(), matrix.flatten().tolist()
+    ):
         if count:
-            ax.text(j, i, int(count), ha="center", va="center", fontsize=CARD_FONT, color="white" if count > matrix.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                int(count),
+                ha="center",
+                va="center",
+                fontsize=CARD_FONT,
+                color="white" if count > matrix.max() / 2 else "black",
+            )
     figure.tight_layout()
     return figure
 
@@ -80,7 +90,9 @@ def curves_figure(curves, metric: str, title: str, target: float | None = None) 
         per_epoch = group.groupby("epoch")[metric].agg(["mean", "min", "max", "count"]).dropna()
         (line,) = ax.plot(per_epoch.index, per_epoch["mean"], marker="o", label=configuration)
         if (per_epoch["count"] > 1).any():
-            ax.fill_between(per_epoch.index, per_epoch["min"], per_epoch["max"], color=line.get_color(), alpha=0.2, linewidth=0)
+            ax.fill_between(
+                per_epoch.index, per_epoch["min"], per_epoch["max"], color=line.get_color(), alpha=0.2, linewidth=0
+            )
     if target is not None:
         ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
     ax.set(xlabel="epoch", ylabel=metric)
@@ -91,10 +103,23 @@ def curves_figure(curves, metric: str, title: str, target: float | None = None) 
     return figure
 
 
-def bars_figure(labels: Sequence[str], values: Sequence[float], xlabel: str, title: str, errors: Sequence[float] | None = None, xlim: tuple[float, float] | None = None) -> Figure:
+def bars_figure(
+    labels: Sequence[str],
+    values: Sequence[float],
+    xlabel: str,
+    title: str,
+    errors: Sequence[float] | None = None,
+    xlim: tuple[float, float] | None = None,
+) -> Figure:
     """Horizontal bars, the first label on top (optionally with error bars)."""
     figure, ax = plt.subplots(figsize=(7, 0.4 * len(labels) + 1.6))
-    ax.barh(list(labels)[::-1], list(values)[::-1], xerr=list(errors)[::-1] if errors is not None else None, capsize=3, color="tab:blue")
+    ax.barh(
+        list(labels)[::-1],
+        list(values)[::-1],
+        xerr=list(errors)[::-1] if errors is not None else None,
+        capsize=3,
+        color="tab:blue",
+    )
     ax.set(xlabel=xlabel)
     ax.set_title(title, fontsize=10)
     if xlim:

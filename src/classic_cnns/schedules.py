@@ -6,7 +6,9 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLR
 from classic_cnns import warn_user
 
 
-def one_cycle(optimizer: torch.optim.Optimizer, total_steps: int, max_lr: float, pct_start: float = 0.25, **options) -> LRScheduler:
+def one_cycle(
+    optimizer: torch.optim.Optimizer, total_steps: int, max_lr: float, pct_start: float = 0.25, **options
+) -> LRScheduler:
     """torch's OneCycleLR (warm-up to `max_lr`, then annealing), for fits of any length.
 
     OneCycleLR ends its warm-up at step pct_start * total_steps - 1: at step 0 it divides by zero
@@ -26,7 +28,9 @@ def one_cycle(optimizer: torch.optim.Optimizer, total_steps: int, max_lr: float,
     return OneCycleLR(optimizer, max_lr, total_steps=total_steps, pct_start=(warmup_end + 1) / total_steps, **options)
 
 
-def reduce_on_plateau(optimizer: torch.optim.Optimizer, total_steps: int, factor: float = 0.1, patience: int = 5, **options) -> ReduceLROnPlateau:
+def reduce_on_plateau(
+    optimizer: torch.optim.Optimizer, total_steps: int, factor: float = 0.1, patience: int = 5, **options
+) -> ReduceLROnPlateau:
     """The AlexNet paper's schedule: the learning rate divided by 10 (`factor`) when val/acc
     (the validation error) has not improved for `patience` epochs; `total_steps` is unused.
     The classifier steps it once per epoch on val/acc."""

@@ -91,12 +91,22 @@ class ImageDataModule(L.LightningDataModule):
         self.image_size, self.pad_to = image_size, pad_to
         self.crop_padding, self.horizontal_flip = crop_padding, horizontal_flip
         if crop_size is not None and not (isinstance(crop_size, int) and crop_size >= 1):
-            raise ClassicCNNsError(f"data.crop_size={crop_size!r} is not allowed: use an integer >= 1, or null for no patches")
+            raise ClassicCNNsError(
+                f"data.crop_size={crop_size!r} is not allowed: use an integer >= 1, or null for no patches"
+            )
         self.crop_size = crop_size
         self.batch_transform = BatchTransform(
-            self.mean, self.std, self.input_size, pad_to, crop_padding, horizontal_flip,
-            crop_size=crop_size, test_crops=test_crops, mean_image=scale == "paper", lighting=lighting,
-        )  # fmt: skip
+            self.mean,
+            self.std,
+            self.input_size,
+            pad_to,
+            crop_padding,
+            horizontal_flip,
+            crop_size=crop_size,
+            test_crops=test_crops,
+            mean_image=scale == "paper",
+            lighting=lighting,
+        )
         self.download, self.placement, self.num_workers = download, placement, num_workers
         self._placement = Placement(placement, self._auto_placement)
         self.splits: dict[str, TensorBatches] = {}
@@ -233,10 +243,12 @@ class ImageDataModule(L.LightningDataModule):
                 world_size=world_size,
                 epoch=(lambda: self.trainer.current_epoch) if self.trainer is not None else None,
             )
-        return host_loader(self.splits[split], batch_size, shuffle, self.seed, device, rank, world_size, self.num_workers)
+        return host_loader(
+            self.splits[split], batch_size, shuffle, self.seed, device, rank, world_size, self.num_workers
+        )
 
     def resolve_placement(self, device: torch.device) -> str:
-        """"device" or "dataloader": what `placement` means for `device`, decided once (under DDP by rank 0)."""
+        """ "device" or "dataloader": what `placement` means for `device`, decided once (under DDP by rank 0)."""
         return self._placement.resolve(device, self.trainer.strategy if self.trainer is not None else None)
 
     def _auto_placement(self, device: torch.device) -> str:

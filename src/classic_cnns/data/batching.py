@@ -160,7 +160,7 @@ class Placement:
         self._chosen: dict[torch.device, str] = {}
 
     def resolve(self, device: torch.device, strategy=None) -> str:
-        """"device" or "dataloader" on `device`; `strategy`: the trainer's, to broadcast with."""
+        """ "device" or "dataloader" on `device`; `strategy`: the trainer's, to broadcast with."""
         if self.placement != "auto":
             return self.placement
         if device not in self._chosen:
@@ -172,7 +172,7 @@ class Placement:
 
 
 def fits_on_device(device: torch.device, nbytes: int) -> str:
-    """"device" where `nbytes` take less than half the free memory of `device` (host memory:
+    """ "device" where `nbytes` take less than half the free memory of `device` (host memory:
     the data is there already), else "dataloader"."""
     if device.type != "cuda":
         return "device"

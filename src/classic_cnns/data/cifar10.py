@@ -96,7 +96,11 @@ def read_batch(
             raise TypeError(f"'data' is a {type(batch['data']).__name__}, not a numpy integer array")
         images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = batch[label_key]
-        if not isinstance(labels, list) or len(labels) != len(images) or not all(type(label) is int for label in labels):
+        if (
+            not isinstance(labels, list)
+            or len(labels) != len(images)
+            or not all(type(label) is int for label in labels)
+        ):
             raise TypeError(f"'{label_key}' is not a list of {len(images)} integers, one per image")
         labels = np.asarray(labels, dtype=np.int64)
     except RefusedGlobal as error:

@@ -109,7 +109,10 @@ def read_header(path: Path) -> tuple[str, str]:
         first_line = (str(error).strip().splitlines() or [""])[0][:120]
         return "", f"not an image Pillow can read ({type(error).__name__}: {first_line})"
     if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
-        return "", f"over Pillow's decompression-bomb limit ({width}x{height} pixels, more than {Image.MAX_IMAGE_PIXELS})"
+        return (
+            "",
+            f"over Pillow's decompression-bomb limit ({width}x{height} pixels, more than {Image.MAX_IMAGE_PIXELS})",
+        )
     return mode, ""
 
 
@@ -172,11 +175,16 @@ class FolderScan:
         modes = ", ".join(f"{mode} {count}" for mode, count in self.modes.most_common())
         lines = [f"{self.root}: {images} images ({where}), {len(self.class_names)} classes; modes: {modes or 'none'}"]
         if self.bad:
-            lines.append(f"{len(self.bad)} unreadable file{'s' if len(self.bad) != 1 else ''} (skipped unless data.on_bad_file=error):")
+            lines.append(
+                f"{len(self.bad)} unreadable file{'s' if len(self.bad) != 1 else ''} (skipped unless data.on_bad_file=error):"
+            )
             lines += [f"  {path}: {reason}" for path, reason in self.bad[:shown]]
             if len(self.bad) > shown:
                 lines.append(f"  ... and {len(self.bad) - shown} more")
-        lines += [f"empty class folder (a class no image teaches; add images or remove it): {folder}" for folder in self.empty_classes]
+        lines += [
+            f"empty class folder (a class no image teaches; add images or remove it): {folder}"
+            for folder in self.empty_classes
+        ]
         lines += self.class_differences
         return "\n".join(lines)
 
@@ -193,9 +201,7 @@ def scan_folder(root: Path, class_names: Sequence[str]) -> FolderScan:
         if split != "train":
             missing, extra = sorted(set(class_names) - set(found)), sorted(set(found) - set(class_names))
             if extra:
-                scan.class_differences.append(
-                    f"{split}/ has classes that train/ lacks, left out: {', '.join(extra)}"
-                )
+                scan.class_differences.append(f"{split}/ has classes that train/ lacks, left out: {', '.join(extra)}")
             if missing:
                 scan.class_differences.append(f"{split}/ has no folder for: {', '.join(missing)}")
         listed = []
@@ -250,7 +256,9 @@ class FolderImages(Dataset):
     cannot be decoded gives label -1, and the module leaves it out of its batch (or, with
     on_bad_file=error, stops with its path)."""
 
-    def __init__(self, files: list[tuple[Path, int]], channels: int, size: int, on_bad_file: str, resize: str = "stretch") -> None:
+    def __init__(
+        self, files: list[tuple[Path, int]], channels: int, size: int, on_bad_file: str, resize: str = "stretch"
+    ) -> None:
         self.files, self.channels, self.size, self.on_bad_file, self.resize = files, channels, size, on_bad_file, resize
 
     def __len__(self) -> int:
@@ -263,7 +271,11 @@ class FolderImages(Dataset):
         except Exception as error:
             if self.on_bad_file == "error":
                 raise ClassicCNNsError(f"{path} cannot be decoded ({type(error).__name__}: {error})") from None
-            return torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8), -1, f"{path}: {type(error).__name__}"
+            return (
+                torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8),
+                -1,
+                f"{path}: {type(error).__name__}",
+            )
 
     @property
     def images(self) -> "_Decoded":
@@ -334,22 +346,41 @@ class ImageFolderDataModule(ImageDataModule):
         if decode not in DECODE:
             raise ClassicCNNsError(f"data.decode={decode!r} is not allowed: use one of {', '.join(DECODE)}")
         if on_bad_file not in ON_BAD_FILE:
-            raise ClassicCNNsError(f"data.on_bad_file={on_bad_file!r} is not allowed: use one of {', '.join(ON_BAD_FILE)}")
+            raise ClassicCNNsError(
+                f"data.on_bad_file={on_bad_file!r} is not allowed: use one of {', '.join(ON_BAD_FILE)}"
+            )
         if not isinstance(image_size, int) or image_size < 1:
-            raise ClassicCNNsError(f"data.image_size={image_size!r} is not allowed: every image is resized to it, use an integer >= 1")
+            raise ClassicCNNsError(
+                f"data.image_size={image_size!r} is not allowed: every image is resized to it, use an integer >= 1"
+            )
         if channels not in (None, 1, 3):
-            raise ClassicCNNsError(f"data.channels={channels!r} is not allowed: use 1 (grey), 3 (RGB) or null (detected)")
+            raise ClassicCNNsError(
+                f"data.channels={channels!r} is not allowed: use 1 (grey), 3 (RGB) or null (detected)"
+            )
         for key, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0 <= fraction < 1:
                 raise ClassicCNNsError(f"data.{key}={fraction!r} is not allowed: use a number in [0, 1)")
         self.configured_channels, self.val_fraction, self.test_fraction = channels, val_fraction, test_fraction
         self.decode, self.on_bad_file, self.resize = decode, on_bad_file, resize
         super().__init__(
-            data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size, split_seed=split_seed,
-            mean=mean, std=std, image_size=image_size, crop_padding=crop_padding,
-            horizontal_flip=horizontal_flip, download=download, placement=placement, num_workers=num_workers,
-            seed=seed, scale=scale, crop_size=crop_size, test_crops=test_crops, lighting=lighting,
-        )  # fmt: skip
+            data_dir,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            split_seed=split_seed,
+            mean=mean,
+            std=std,
+            image_size=image_size,
+            crop_padding=crop_padding,
+            horizontal_flip=horizontal_flip,
+            download=download,
+            placement=placement,
+            num_workers=num_workers,
+            seed=seed,
+            scale=scale,
+            crop_size=crop_size,
+            test_crops=test_crops,
+            lighting=lighting,
+        )
         self.scan: FolderScan | None = None
         self.streaming = False
         self.skipped: set[str] = set()  # streamed images that could not be decoded
@@ -439,7 +470,9 @@ class ImageFolderDataModule(ImageDataModule):
             if not files[split]:
                 raise ClassicCNNsError(f"{self.data_dir}: no {split} images ({self._split_source(split)})")
             if self.streaming:
-                self.splits[split] = FolderImages(files[split], self.channels, self.image_size, self.on_bad_file, self.resize)
+                self.splits[split] = FolderImages(
+                    files[split], self.channels, self.image_size, self.on_bad_file, self.resize
+                )
             elif split == "test" and files["test"] is files["val"] and "val" in self.splits:
                 self.splits["test"] = self.splits["val"]  # no test/: the test metrics are val/'s
             else:
@@ -468,7 +501,9 @@ class ImageFolderDataModule(ImageDataModule):
             f"{self.image_size}x{self.image_size}, {how}"
         )
         if scan.problems and self.on_bad_file == "error":
-            raise ClassicCNNsError(f"{self.data_dir}: {scan.problems} problem(s) found (above); fix them or set data.on_bad_file=skip")
+            raise ClassicCNNsError(
+                f"{self.data_dir}: {scan.problems} problem(s) found (above); fix them or set data.on_bad_file=skip"
+            )
 
     def _decode_once(self, files: list[tuple[Path, int]]) -> tuple[TensorBatches, list[tuple[Path, str]]]:
         """Every image of a split decoded (threads: Pillow decodes outside the GIL), and the

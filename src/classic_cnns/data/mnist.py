@@ -77,7 +77,18 @@ class FashionMNISTDataModule(MNISTDataModule):
     in MNIST's files and format; downloaded by torchvision's FashionMNIST (its mirror and MD5s)."""
 
     name = "Fashion-MNIST"
-    class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    class_names = (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
 
     @property
     def folder(self) -> Path:

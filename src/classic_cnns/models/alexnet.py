@@ -72,11 +72,15 @@ class AlexNet(nn.Module):
     ) -> None:
         super().__init__()
         if not len(widths) == len(kernel_sizes) == len(strides) == len(paddings) == 5:
-            raise ValueError("AlexNet has five convolutions: widths, kernel_sizes, strides, paddings need 5 values each")
+            raise ValueError(
+                "AlexNet has five convolutions: widths, kernel_sizes, strides, paddings need 5 values each"
+            )
         if len(pool_paddings) != len(POOL_AFTER):
             raise ValueError(f"AlexNet has {len(POOL_AFTER)} poolings: pool_paddings needs {len(POOL_AFTER)} values")
         if unknown := set(dropout_before) - set(FC_LAYERS):
-            raise ValueError(f"dropout_before takes FC layer names ({', '.join(FC_LAYERS)}), not {', '.join(sorted(unknown))}")
+            raise ValueError(
+                f"dropout_before takes FC layer names ({', '.join(FC_LAYERS)}), not {', '.join(sorted(unknown))}"
+            )
         pool_kernel_size = layers.pool_kernel_size or 3
         pool_stride = layers.pool_stride or 2
         features: list[nn.Module] = []
@@ -89,7 +93,9 @@ class AlexNet(nn.Module):
                 features.append(layers.norm_layer(width))
             if index in POOL_AFTER:
                 pool = layers.pool_layer(width, pool_kernel_size, pool_stride)
-                features.append(pool_with_padding(pool, pool_paddings[POOL_AFTER.index(index)], pool_kernel_size, pool_stride))
+                features.append(
+                    pool_with_padding(pool, pool_paddings[POOL_AFTER.index(index)], pool_kernel_size, pool_stride)
+                )
             channels = width
         self.features = nn.Sequential(*features)
         flat = flat_features(self.features, in_channels, input_size)  # also fails early if nothing is left
@@ -144,7 +150,9 @@ def load_torchvision_weights(net: AlexNet) -> None:
             f"offline, place {weights.url} as {cached}"
         ) from None
     except Exception as error:  # a truncated or foreign file in the cache
-        raise ClassicCNNsError(f"{cached} is not torchvision's AlexNet weights ({error}): delete it, then download or place it again") from None
+        raise ClassicCNNsError(
+            f"{cached} is not torchvision's AlexNet weights ({error}): delete it, then download or place it again"
+        ) from None
     if net.classifier[-1].out_features != state["classifier.6.weight"].shape[0]:
         state = {k: v for k, v in state.items() if not k.startswith("classifier.6.")}  # FC8: other classes
     try:

@@ -119,7 +119,11 @@ class SamePad2d(nn.Module):
         for size in (x.shape[-1], x.shape[-2]):  # F.pad takes the last dimension first
             total = max(self.stride * (math.ceil(size / self.stride) - 1) + self.kernel_size - size, 0)
             pads += [total // 2, total - total // 2]
-        return F.pad(x, pads, mode=self.mode, value=self.value) if self.mode == "constant" else F.pad(x, pads, mode=self.mode)
+        return (
+            F.pad(x, pads, mode=self.mode, value=self.value)
+            if self.mode == "constant"
+            else F.pad(x, pads, mode=self.mode)
+        )
 
 
 class ConnectionTableConv2d(nn.Module):
@@ -186,7 +190,7 @@ INITIALIZATIONS = ("torch", "keras")
 
 
 def initialize(net: nn.Module, scheme: str) -> None:
-    """"torch": PyTorch's own initialization, as built; "keras": Keras's defaults for Conv2D and
+    """ "torch": PyTorch's own initialization, as built; "keras": Keras's defaults for Conv2D and
     Dense, Glorot-uniform kernels (U(-a, a), a = sqrt(6 / (fan_in + fan_out))) and zero biases."""
     if scheme not in INITIALIZATIONS:
         raise ValueError(f"unknown initialization {scheme!r}; choose one of: {', '.join(INITIALIZATIONS)}")
@@ -209,7 +213,7 @@ NORM_TYPES = tuple({type(make(1)) for make in NORMS.values()} - {nn.Identity})
 
 
 def stage(module: nn.Module) -> str | None:
-    """"conv", "pool" or "norm" for a layer of those kinds (the views and the summary show
+    """ "conv", "pool" or "norm" for a layer of those kinds (the views and the summary show
     these), None for the rest (activations, dropout, flatten, linear layers)."""
     if isinstance(module, CONVS):
         return "conv"
@@ -313,7 +317,13 @@ class LayerChoices:
         return make_norm(self.norm, channels)
 
     def conv_layer(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, default_padding: int = 0, groups: int = 1
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        default_padding: int = 0,
+        groups: int = 1,
     ) -> nn.Module:
         """A convolution with the padding choice applied (see conv2d); `default_padding` is the layer's own."""
         return conv2d(

@@ -59,9 +59,18 @@ HYDRA_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
 # What train() writes at the top of a checkpoint (Lightning's keys, and the mixed-precision
 # scaler's state); anything else is dropped, as are hyper-parameters the classifier does not take.
 TOP_LEVEL_KEYS = (
-    "epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops", "callbacks",
-    "optimizer_states", "lr_schedulers", "hparams_name", "hyper_parameters", "MixedPrecision",
-)  # fmt: skip
+    "epoch",
+    "global_step",
+    "pytorch-lightning_version",
+    "state_dict",
+    "loops",
+    "callbacks",
+    "optimizer_states",
+    "lr_schedulers",
+    "hparams_name",
+    "hyper_parameters",
+    "MixedPrecision",
+)
 HYPER_PARAMETERS = ("config", "data_info", "label_smoothing", "channels_last", "compile", "compile_options", "seed")
 # Sizes a file may declare: larger images, or more classes, would allocate before anything checks them.
 MAX_IMAGE_SIDE = 1024
@@ -114,10 +123,14 @@ def cleaned(checkpoint: dict[str, Any], checkpoint_dirs: list[str] | None) -> di
     rest = {key: without_hydra_keys(value) for key, value in config.items() if key not in ("model", "data")}
     _check_plain(rest, "config", mappings=True)
     kept_hparams = {key: hparams[key] for key in HYPER_PARAMETERS if key in hparams}
-    _check_plain({k: v for k, v in kept_hparams.items() if k not in ("config", "data_info")}, "hyper_parameters", mappings=True)
+    _check_plain(
+        {k: v for k, v in kept_hparams.items() if k not in ("config", "data_info")}, "hyper_parameters", mappings=True
+    )
     kept_hparams["config"] = {"model": config["model"], "data": config["data"]} | rest
     _check_state_dict(checkpoint["state_dict"])
-    kept = {key: without_hydra_keys(checkpoint[key]) for key in TOP_LEVEL_KEYS if key in checkpoint and key != "state_dict"}
+    kept = {
+        key: without_hydra_keys(checkpoint[key]) for key in TOP_LEVEL_KEYS if key in checkpoint and key != "state_dict"
+    }
     kept |= {"state_dict": checkpoint["state_dict"], "hyper_parameters": kept_hparams}
     if checkpoint_dirs is None:
         kept.pop("callbacks", None)
@@ -145,9 +158,12 @@ def _check_data_info(info: dict[str, Any]) -> None:
     for key in ("input_size", "native_size"):
         size = info.get(key)
         if not (
-            isinstance(size, list) and len(size) == 2
-            and all(isinstance(side, int) and not isinstance(side, bool) and 1 <= side <= MAX_IMAGE_SIDE for side in size)
-        ):  # fmt: skip
+            isinstance(size, list)
+            and len(size) == 2
+            and all(
+                isinstance(side, int) and not isinstance(side, bool) and 1 <= side <= MAX_IMAGE_SIDE for side in size
+            )
+        ):
             raise UnsafeCheckpointError(f"data_info.{key}={size!r} is not two sides of 1 to {MAX_IMAGE_SIDE} pixels")
 
 
@@ -199,8 +215,10 @@ def load_classifier(path: str | Path, map_location: str = "cpu") -> ImageClassif
     cls, arguments = _allowed_call(config["model"], "config.model", NETWORKS, NETWORK_ARGUMENTS)
     no_download = {"pretrained": False} if "pretrained" in arguments else {}  # the checkpoint holds the weights
     arguments |= no_download | {
-        "in_channels": info["channels"], "num_classes": len(info["class_names"]), "input_size": info["input_size"]
-    }  # fmt: skip
+        "in_channels": info["channels"],
+        "num_classes": len(info["class_names"]),
+        "input_size": info["input_size"],
+    }
     try:
         with torch.device("meta"):
             shapes = {f"net.{key}": value.shape for key, value in cls(**arguments).state_dict().items()}
@@ -209,7 +227,9 @@ def load_classifier(path: str | Path, map_location: str = "cpu") -> ImageClassif
         model.load_state_dict(checkpoint["state_dict"])
     except (TypeError, ValueError, KeyError, RuntimeError) as error:
         first_line = (str(error).strip().splitlines() or [""])[0]
-        raise ClassicCNNsError(f"{path}: the model in it cannot be rebuilt ({type(error).__name__}: {first_line})") from None
+        raise ClassicCNNsError(
+            f"{path}: the model in it cannot be rebuilt ({type(error).__name__}: {first_line})"
+        ) from None
     return model.eval()
 
 
@@ -232,13 +252,17 @@ def build_datamodule(config: dict[str, Any], data_dir: str | None = None) -> Ima
     for key, value in arguments.items():  # the training config's own checks (eval_batch_size=0, std=[0], ...)
         rule = CHECKS.get(f"data.{key}")
         if rule and not rule.check(value):
-            raise UnsafeCheckpointError(f"the checkpoint's config.data.{key}={value!r} is not allowed: it must be {rule.allowed}")
+            raise UnsafeCheckpointError(
+                f"the checkpoint's config.data.{key}={value!r} is not allowed: it must be {rule.allowed}"
+            )
     arguments |= {"data_dir": data_dir or default_data_dir(), "download": False, "num_workers": 0}
     try:
         return cls(**arguments)
     except (TypeError, ValueError, RuntimeError) as error:
         first_line = (str(error).strip().splitlines() or [""])[0]
-        raise ClassicCNNsError(f"the checkpoint's config.data cannot be rebuilt ({type(error).__name__}: {first_line})") from None
+        raise ClassicCNNsError(
+            f"the checkpoint's config.data cannot be rebuilt ({type(error).__name__}: {first_line})"
+        ) from None
 
 
 def _allowed_call(
@@ -293,8 +317,12 @@ def _check_plain(value: Any, key: str, mappings: bool = False) -> None:
                     raise UnsafeCheckpointError(f"{key} has a key of type {type(name).__name__}")
                 _check_plain(item, f"{key}.{name}", mappings)
             return
-        raise UnsafeCheckpointError(f"{key} is a mapping; only plain values (numbers, strings, lists) are allowed there")
-    raise UnsafeCheckpointError(f"{key} is a {type(value).__name__}; only plain values (numbers, strings, lists) are allowed there")
+        raise UnsafeCheckpointError(
+            f"{key} is a mapping; only plain values (numbers, strings, lists) are allowed there"
+        )
+    raise UnsafeCheckpointError(
+        f"{key} is a {type(value).__name__}; only plain values (numbers, strings, lists) are allowed there"
+    )
 
 
 # Callback states a resume restores: the class (the part of Lightning's state key before "{"),
@@ -303,17 +331,27 @@ SCORE = "score"  # None, a number, or a one-element tensor
 PATH = "path"  # "" or a .ckpt file in the run's checkpoint directory
 CALLBACK_STATES: dict[str, dict[str, Any]] = {
     "ModelCheckpoint": {
-        "monitor": (str, type(None)), "best_model_score": SCORE, "best_model_path": PATH, "current_score": SCORE,
-        "dirpath": "dirpath", "best_k_models": "best_k_models", "kth_best_model_path": PATH, "kth_value": SCORE,
+        "monitor": (str, type(None)),
+        "best_model_score": SCORE,
+        "best_model_path": PATH,
+        "current_score": SCORE,
+        "dirpath": "dirpath",
+        "best_k_models": "best_k_models",
+        "kth_best_model_path": PATH,
+        "kth_value": SCORE,
         "last_model_path": PATH,
     },
     "EarlyStopping": {
-        "wait_count": int, "stopped_epoch": int, "best_score": SCORE, "patience": int,
-        "stopping_reason": int, "stopping_reason_message": (str, type(None)),
+        "wait_count": int,
+        "stopped_epoch": int,
+        "best_score": SCORE,
+        "patience": int,
+        "stopping_reason": int,
+        "stopping_reason_message": (str, type(None)),
     },
     "FitClock": {"fit_seconds": SCORE},
     "Timer": {"time_elapsed": "scores"},  # trainer.max_time
-}  # fmt: skip
+}
 
 
 def rebuild_callback_states(states: Any, checkpoint_dirs: list[str]) -> dict[str, dict[str, Any]]:
@@ -338,7 +376,9 @@ def rebuild_callback_states(states: Any, checkpoint_dirs: list[str]) -> dict[str
             continue
         if not isinstance(state, dict):
             raise UnsafeCheckpointError(f"callbacks.{name} is a {type(state).__name__}, not a mapping")
-        rebuilt[state_key] = {key: _state_value(value, allowed.get(key), f"callbacks.{name}.{key}", own) for key, value in state.items()}
+        rebuilt[state_key] = {
+            key: _state_value(value, allowed.get(key), f"callbacks.{name}.{key}", own) for key, value in state.items()
+        }
     return rebuilt
 
 
@@ -351,7 +391,9 @@ def _state_value(value: Any, kind: Any, key: str, own: set[str]) -> Any:
             return value
         if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
             return value
-        raise UnsafeCheckpointError(f"{key} is a {type(value).__name__}; a score must be a number, a one-element tensor or null")
+        raise UnsafeCheckpointError(
+            f"{key} is a {type(value).__name__}; a score must be a number, a one-element tensor or null"
+        )
     if kind == PATH:
         return "" if value == "" else _own_checkpoint_file(value, key, own)
     if kind == "dirpath":
@@ -368,7 +410,9 @@ def _state_value(value: Any, kind: Any, key: str, own: set[str]) -> Any:
     if kind == "best_k_models":
         if not isinstance(value, dict):
             raise UnsafeCheckpointError(f"{key} is a {type(value).__name__}, not a mapping")
-        return {_own_checkpoint_file(file, key, own): _state_value(score, SCORE, key, own) for file, score in value.items()}
+        return {
+            _own_checkpoint_file(file, key, own): _state_value(score, SCORE, key, own) for file, score in value.items()
+        }
     if kind is int:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value

@@ -62,11 +62,13 @@ def _optional_int(minimum: int, maximum: int | None = None) -> Rule:
 
 def _number(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False) -> Rule:
     """A finite number between `low` and `high` (`*_open`: the bound itself excluded)."""
+
     def check(v: Any) -> bool:
         return (
-            _is_number(v) and (v > low if low_open else v >= low)
+            _is_number(v)
+            and (v > low if low_open else v >= low)
             and (high is None or (v < high if high_open else v <= high))
-        )  # fmt: skip
+        )
 
     if high is None:
         text = f"a finite number {'>' if low_open else '>='} {low}"
@@ -100,7 +102,11 @@ def _one_of(names) -> Rule:
 
 def _one_of_or_int(names, minimum: int, maximum: int) -> Rule:
     name, number = _one_of(names), _int(minimum, maximum)
-    return Rule(lambda v: name.check(v) or number.check(v), f"{name.allowed} or {number.allowed}", ("one_of_or_int", tuple(names), minimum, maximum))
+    return Rule(
+        lambda v: name.check(v) or number.check(v),
+        f"{name.allowed} or {number.allowed}",
+        ("one_of_or_int", tuple(names), minimum, maximum),
+    )
 
 
 def _boolean(optional: bool = False) -> Rule:
@@ -113,12 +119,15 @@ def _boolean(optional: bool = False) -> Rule:
 
 def _devices() -> Rule:
     """Lightning's `devices`: how many (-1: all) or which GPUs, or auto."""
+
     def check(v: Any) -> bool:
         if v == "auto" or (_is_int(v) and (v >= 1 or v == -1)):
             return True
         if isinstance(v, (list, ListConfig)):
             return len(v) > 0 and all(_is_int(x) and x >= 0 for x in v)
-        return isinstance(v, str) and all(part.strip().isdigit() for part in v.split(",")) and v.strip() not in ("0", "")
+        return (
+            isinstance(v, str) and all(part.strip().isdigit() for part in v.split(",")) and v.strip() not in ("0", "")
+        )
 
     return Rule(check, "auto, an integer >= 1 (-1: all), or a non-empty list of device indices", ("devices",))
 
@@ -132,7 +141,9 @@ def _batch_limit() -> Rule:
     )
 
 
-PRECISIONS = [str(p) for p in ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32", "16", "bf16")] + [64, 32, 16]
+PRECISIONS = [
+    str(p) for p in ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32", "16", "bf16")
+] + [64, 32, 16]
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
 # Bounds that make a huge value an error, not an allocation: image sides and kernels in pixels,
 # counts (epochs, batch sizes, images), worker processes.
@@ -229,7 +240,9 @@ def _unknown_arguments(cfg: DictConfig) -> list[str]:
             if not str(key).startswith("_") and key not in parameters:
                 value = OmegaConf.select(node, str(key), throw_on_resolution_failure=False)
                 arguments = ", ".join(name for name in parameters if name not in ("self", "params"))
-                problems.append(f"{group}.{key}={value!r} is not an argument of {node._target_}: use one of {arguments}")
+                problems.append(
+                    f"{group}.{key}={value!r} is not an argument of {node._target_}: use one of {arguments}"
+                )
     return problems
 
 
@@ -269,8 +282,16 @@ def _validation_split(cfg: DictConfig) -> list[str]:
     if val_from is None or not isinstance(val_size, int):
         return []
     if val_from != "test":
-        return [] if val_size > 0 else ["data.val_size=0 leaves no validation images: use data.val_size >= 1, or data.val_from=test"]
-    problems = [] if val_size == 0 else [f"data.val_from=test trains on every training image: set data.val_size=0, not {val_size}"]
+        return (
+            []
+            if val_size > 0
+            else ["data.val_size=0 leaves no validation images: use data.val_size >= 1, or data.val_from=test"]
+        )
+    problems = (
+        []
+        if val_size == 0
+        else [f"data.val_from=test trains on every training image: set data.val_size=0, not {val_size}"]
+    )
     for name, callback in (cfg.get("callbacks") or {}).items():
         monitor = OmegaConf.select(callback, "monitor", default=None) if isinstance(callback, DictConfig) else None
         if isinstance(monitor, str) and monitor.startswith("val/"):
@@ -285,10 +306,17 @@ def _pretrained_normalization(cfg: DictConfig) -> list[str]:
     """ImageNet weights (model.pretrained=true) on inputs normalized otherwise see inputs they were
     never trained on. conf/data/cifar10.yaml follows model.pretrained by itself; this catches a
     data set or an explicit data.mean/std/scale that does not."""
-    if OmegaConf.select(cfg, "model.pretrained", default=False) is not True or not isinstance(cfg.get("data"), DictConfig):
+    if OmegaConf.select(cfg, "model.pretrained", default=False) is not True or not isinstance(
+        cfg.get("data"), DictConfig
+    ):
         return []
-    mean, std, scale = (OmegaConf.select(cfg, f"data.{key}", default=None, throw_on_resolution_failure=False) for key in ("mean", "std", "scale"))
-    mean, std = ([round(float(v), 4) for v in value] if isinstance(value, ListConfig) else value for value in (mean, std))
+    mean, std, scale = (
+        OmegaConf.select(cfg, f"data.{key}", default=None, throw_on_resolution_failure=False)
+        for key in ("mean", "std", "scale")
+    )
+    mean, std = (
+        [round(float(v), 4) for v in value] if isinstance(value, ListConfig) else value for value in (mean, std)
+    )
     if mean == IMAGENET_NORMALIZATION["mean"] and std == IMAGENET_NORMALIZATION["std"] and scale in (None, "standard"):
         return []
     imagenet = " ".join(f"data.{key}=[{','.join(map(str, value))}]" for key, value in IMAGENET_NORMALIZATION.items())

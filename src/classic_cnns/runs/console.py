@@ -34,10 +34,15 @@ def _not_a_tip(record: logging.LogRecord) -> bool:
 # What Lightning says at INFO on every run that the run's own lines already say, or that only
 # matters when something is wrong: kept in the run's log file and shown with hydra.verbose=true.
 LIGHTNING_CHATTER = (
-    "GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:",
-    "Loading `train_dataloader` to estimate", "`Trainer.fit` stopped:",
-    "Restoring states from the checkpoint", "Loaded model weights from the checkpoint",
-)  # fmt: skip
+    "GPU available:",
+    "TPU available:",
+    "HPU available:",
+    "LOCAL_RANK:",
+    "Loading `train_dataloader` to estimate",
+    "`Trainer.fit` stopped:",
+    "Restoring states from the checkpoint",
+    "Loaded model weights from the checkpoint",
+)
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 _run_log_files: list[logging.Handler] = []  # the run log files added to Lightning's loggers
 
@@ -75,7 +80,9 @@ def quiet_dependencies() -> None:
         logger.addFilter(_not_a_tip)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*", module=r"lightning\.pytorch\.utilities\._pytree")
     # On a machine with SLURM installed, every run outside srun gets a hint to use srun.
-    warnings.filterwarnings("ignore", message=r".*`srun` command is available.*", module=r"lightning\.fabric\.plugins\.environments\.slurm")
+    warnings.filterwarnings(
+        "ignore", message=r".*`srun` command is available.*", module=r"lightning\.fabric\.plugins\.environments\.slurm"
+    )
     route_lightning_logs()
 
 
@@ -131,20 +138,30 @@ def config_tree(cfg: DictConfig, hydra: DictConfig | None = None) -> Tree:
     if hydra is None and HydraConfig.initialized():
         hydra = HydraConfig.get()
     overrides = list(hydra.overrides.task) if hydra else []
-    choices = {g: str(o) for g, o in (hydra.runtime.choices.items() if hydra else ()) if not g.startswith(("hydra", "paths")) and o is not None}
+    choices = {
+        g: str(o)
+        for g, o in (hydra.runtime.choices.items() if hydra else ())
+        if not g.startswith(("hydra", "paths")) and o is not None
+    }
     choices = dict(sorted(choices.items(), key=lambda item: (item[0] not in keys_with(STUDIED), item[0])))
     tree = Tree(f"[bold]{escape(hydra.job.name) if hydra else 'train'}[/bold] config", guide_style="dim")
     groups = tree.add("groups")
     given = {o.split("=", 1)[0].lstrip("+~"): o.split("=", 1)[-1] for o in overrides}  # a sweep's `pooling=max,avg` too
     for group, option in choices.items():
-        groups.add(f"[bold yellow]{escape(f'{group}: {given[group]}')}[/]" if group in given else f"{group}: [cyan]{escape(option)}[/]")
+        groups.add(
+            f"[bold yellow]{escape(f'{group}: {given[group]}')}[/]"
+            if group in given
+            else f"{group}: [cyan]{escape(option)}[/]"
+        )
     keys = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in choices]
     if keys:
         branch = tree.add("overrides")
         for override in keys:
             branch.add(f"[bold yellow]{escape(override)}[/]")
     values = {"seed": cfg.get("seed"), "tags": list(cfg.get("tags") or []), "test": cfg.get("test", True)}
-    seed, tags, test = (escape(given[key] if key in given else str(value)) for key, value in values.items())  # a sweep's seed=0,1 too
+    seed, tags, test = (
+        escape(given[key] if key in given else str(value)) for key, value in values.items()
+    )  # a sweep's seed=0,1 too
     tree.add(f"seed: [cyan]{seed}[/]  tags: [cyan]{tags}[/]  test: [cyan]{test}[/]")
     return tree
 
@@ -164,7 +181,10 @@ def print_start(cfg: DictConfig, net, datamodule) -> None:
     console = Console()
     console.print(config_tree(cfg))
     size = "x".join(map(str, datamodule.input_size))
-    table = to_rich(summarize(net, datamodule.channels, datamodule.input_size), title=f"{type(net).__name__} on {datamodule.name}, {size} input")
+    table = to_rich(
+        summarize(net, datamodule.channels, datamodule.input_size),
+        title=f"{type(net).__name__} on {datamodule.name}, {size} input",
+    )
     print_wide(table, console)
 
 
@@ -174,7 +194,11 @@ def print_sweep_start(config: DictConfig) -> None:
 
 
 def format_metrics(metrics: Mapping[str, Any]) -> str:
-    shown = [f"{k} [bold]{v:.4f}[/]" for k, v in metrics.items() if "/" in k and not k.startswith("train/") and isinstance(v, float)]
+    shown = [
+        f"{k} [bold]{v:.4f}[/]"
+        for k, v in metrics.items()
+        if "/" in k and not k.startswith("train/") and isinstance(v, float)
+    ]
     return "  ".join(shown)
 
 
@@ -191,14 +215,20 @@ def _done_line(metrics: Mapping[str, Any], first_train_loss: float | None) -> st
 
 @rank_zero_only
 def print_end(
-    metrics: Mapping[str, Any], output_dir: str | Path, tensorboard_dir: str | Path | None, first_train_loss: float | None = None, run_name: str = ""
+    metrics: Mapping[str, Any],
+    output_dir: str | Path,
+    tensorboard_dir: str | Path | None,
+    first_train_loss: float | None = None,
+    run_name: str = "",
 ) -> None:
     """The kept checkpoint's metrics and where everything went, as commands to copy; a job of a
     multirun says it in one line, with its run name (what the sweep varies)."""
     output_dir = Path(output_dir)
     done = _done_line(metrics, first_train_loss)
     if in_multirun():
-        Console(soft_wrap=True).print(f"job {HydraConfig.get().job.num} {escape(run_name)}: {done}  ({shown_path(output_dir)})", highlight=False)
+        Console(soft_wrap=True).print(
+            f"job {HydraConfig.get().job.num} {escape(run_name)}: {done}  ({shown_path(output_dir)})", highlight=False
+        )
         return
     lines = [done, f"run dir      {shown_path(output_dir)}"]
     if metrics.get("best_checkpoint"):

@@ -6,8 +6,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from classic_cnns.runs.entry_points import exit_on_user_error
 from classic_cnns.runs.config_checks import require_visible_gpu, validate
+from classic_cnns.runs.entry_points import exit_on_user_error
 from classic_cnns.runs.job import writable_output_dir
 
 
@@ -27,4 +27,3 @@ class CheckBeforeStart(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error():
             writable_output_dir(Path(config.hydra.sweep.dir))
-

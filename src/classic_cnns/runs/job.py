@@ -43,7 +43,9 @@ def start(cfg: DictConfig) -> tuple[int, dict[str, Any]]:
     output_dir = writable_output_dir(Path(cfg.paths.output_dir))
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
-        raise ClassicCNNsError(f"ckpt_path={ckpt_path} does not exist: nothing to resume from (this run would start over)")
+        raise ClassicCNNsError(
+            f"ckpt_path={ckpt_path} does not exist: nothing to resume from (this run would start over)"
+        )
     # untrusted: refused if it asks for more than plain values, or its callback state names files
     # outside this run's checkpoint directory (which Lightning would delete)
     checkpoint = read_checkpoint(ckpt_path, checkpoint_dirs=checkpoint_dirs(cfg)) if ckpt_path else None
@@ -125,7 +127,9 @@ def instantiate_all(node: DictConfig | None) -> list:
     return [instantiate(entry) for entry in (node or {}).values() if entry is not None]
 
 
-def finish(trainer: L.Trainer, config: dict[str, Any], metrics: dict[str, Any], first_train_loss: float | None = None) -> None:
+def finish(
+    trainer: L.Trainer, config: dict[str, Any], metrics: dict[str, Any], first_train_loss: float | None = None
+) -> None:
     """On rank 0: the hparams record with the final metrics, metrics.json in the output dir, and
     the closing lines on the console."""
     if not trainer.is_global_zero:

@@ -37,7 +37,9 @@ def open_storage(storage: str) -> BaseStorage:
 
 def trial_environment(storage: str, study_name: str, trial: int, monitor: str, pruner: dict) -> str:
     """The value of CLASSIC_CNNS_OPTUNA_TRIAL for one trial; `pruner` is the pruner's config."""
-    return json.dumps({"storage": storage, "study_name": study_name, "trial": trial, "monitor": monitor, "pruner": pruner})
+    return json.dumps(
+        {"storage": storage, "study_name": study_name, "trial": trial, "monitor": monitor, "pruner": pruner}
+    )
 
 
 def callbacks_for_this_trial() -> list[L.Callback]:
@@ -46,7 +48,11 @@ def callbacks_for_this_trial() -> list[L.Callback]:
     if not text:
         return []
     spec = json.loads(text)
-    return [ReportToTrial(spec["storage"], spec["study_name"], int(spec["trial"]), str(spec["monitor"]), instantiate(spec["pruner"]))]
+    return [
+        ReportToTrial(
+            spec["storage"], spec["study_name"], int(spec["trial"]), str(spec["monitor"]), instantiate(spec["pruner"])
+        )
+    ]
 
 
 class ReportToTrial(L.Callback):
@@ -57,7 +63,12 @@ class ReportToTrial(L.Callback):
     the whole process tree (the sweep included) when one of its DDP ranks fails."""
 
     def __init__(
-        self, storage: str, study_name: str, trial: int, monitor: str = "val/acc", pruner: optuna.pruners.BasePruner | None = None
+        self,
+        storage: str,
+        study_name: str,
+        trial: int,
+        monitor: str = "val/acc",
+        pruner: optuna.pruners.BasePruner | None = None,
     ) -> None:
         self.storage, self.study_name, self.trial_number, self.monitor = storage, study_name, trial, monitor
         self.pruner = pruner or optuna.pruners.NopPruner()

@@ -7,7 +7,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from classic_cnns.models.alexnet import IMAGENET_NORMALIZATION
-
 from classic_cnns.runs.tensorboard_record import safe_dirname, tensorboard_run_name
 
 

@@ -21,7 +21,9 @@ class ResumeError(ClassicCNNsError):
     pass
 
 
-def check_resume(config: dict[str, Any], checkpoint: dict[str, Any], ckpt_path: str, allow_changes: bool = False) -> None:
+def check_resume(
+    config: dict[str, Any], checkpoint: dict[str, Any], ckpt_path: str, allow_changes: bool = False
+) -> None:
     """Compare the resolved `config` of a run resuming from `checkpoint` (read from `ckpt_path`
     by checkpoint.read_checkpoint) with the config it was trained with."""
     trained = checkpoint["hyper_parameters"]["config"]
@@ -53,7 +55,8 @@ def _differences(old: dict, new: dict, keys, skip=()) -> str:
     return ", ".join(
         f"{k}: {before.get(k, '<absent>')} -> {after.get(k, '<absent>')}"
         for k in wanted
-        if before.get(k, "<absent>") != after.get(k, "<absent>") and not any(k == s or k.startswith(s + ".") for s in skip)
+        if before.get(k, "<absent>") != after.get(k, "<absent>")
+        and not any(k == s or k.startswith(s + ".") for s in skip)
     )
 
 

@@ -72,7 +72,9 @@ def run_name(overrides: list[str], swept: set[str]) -> str:
     """The overrides of the swept keys or, without any, those that are not infrastructure;
     shortest first and the seed last, so that a configuration's seeds sit together in
     TensorBoard's sorted run list (`pooling=max,seed=0`); `defaults` when none is left."""
-    picked = [o for o in overrides if override_key(o) in swept] or [o for o in overrides if not _is_infrastructure(override_key(o))]
+    picked = [o for o in overrides if override_key(o) in swept] or [
+        o for o in overrides if not _is_infrastructure(override_key(o))
+    ]
     picked = sorted((o.lstrip("+") for o in picked), key=lambda o: (override_key(o) == "seed", len(o), o))
     return safe_dirname(",".join(picked)) if picked else "defaults"
 
@@ -86,7 +88,11 @@ def tensorboard_run_name() -> str:
 def _choices() -> dict[str, str]:
     if not HydraConfig.initialized():
         return {}
-    return {group: str(option) for group, option in HydraConfig.get().runtime.choices.items() if not group.startswith("hydra") and option is not None}
+    return {
+        group: str(option)
+        for group, option in HydraConfig.get().runtime.choices.items()
+        if not group.startswith("hydra") and option is not None
+    }
 
 
 def _without_targets(node: Any) -> Any:
@@ -144,7 +150,10 @@ def log_hparams(loggers, config: dict[str, Any], seed: int, metrics: dict[str, A
     record = hyperparameters(config, seed)
     flat = flatten(record)
     # the kept checkpoint's scores (not the last epoch's train/), accuracies first: TensorBoard keeps this order
-    scores = sorted((k for k in metrics if "/" in k and not k.startswith("train/")), key=lambda k: (not k.endswith("/acc"), not k.startswith("val/"), k))
+    scores = sorted(
+        (k for k in metrics if "/" in k and not k.startswith("train/")),
+        key=lambda k: (not k.endswith("/acc"), not k.startswith("val/"), k),
+    )
     final = {f"hp/{k.replace('/', '_')}": metrics[k] for k in scores}
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
@@ -173,7 +182,11 @@ def _write_tensorboard_hparams(logger, flat: dict[str, Any], final: dict[str, fl
     experiment, session_start, session_end = hparams(flat, final)
     plugin_data = experiment.value[0].metadata.plugin_data
     content = HParamsPluginData.FromString(plugin_data.content)
-    listed = [info for info in content.experiment.hparam_infos if info.name in differing or not differing and info.name.startswith("choices/")]
+    listed = [
+        info
+        for info in content.experiment.hparam_infos
+        if info.name in differing or not differing and info.name.startswith("choices/")
+    ]
     del content.experiment.hparam_infos[:]
     content.experiment.hparam_infos.extend(listed)
     for info in content.experiment.hparam_infos:

@@ -83,7 +83,11 @@ class TensorBoardViews(L.Callback):
             return
         writer, step = self._writer(trainer), epochs_done(trainer)
         names = pl_module.hparams.data_info["class_names"]
-        writer.add_figure("val/confusion_matrix", confusion_figure(matrix, names, f"validation, epoch {trainer.current_epoch + 1}"), step)
+        writer.add_figure(
+            "val/confusion_matrix",
+            confusion_figure(matrix, names, f"validation, epoch {trainer.current_epoch + 1}"),
+            step,
+        )
         first_conv = next(m for m in pl_module.net.features.modules() if stage(m) == "conv")
         writer.add_image("filters/01_conv", _normalized_grid(first_conv.weight), step)
         for name, maps in self.feature_maps(pl_module.net, self.example).items():
@@ -100,7 +104,9 @@ class TensorBoardViews(L.Callback):
         stages = [(module, kind) for module in net.features.modules() if (kind := stage(module)) in ("conv", "pool")]
         for position, (module, kind) in enumerate(stages, start=1):
             label = f"{position:02d}_{kind}"
-            hooks.append(module.register_forward_hook(lambda m, i, out, label=label: maps.__setitem__(label, out[0:1].detach())))
+            hooks.append(
+                module.register_forward_hook(lambda m, i, out, label=label: maps.__setitem__(label, out[0:1].detach()))
+            )
         was_training = net.training
         net.eval()
         with torch.no_grad():
@@ -114,7 +120,9 @@ class TensorBoardViews(L.Callback):
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self.collect = self._writer(trainer) is not None
         if self.collect:
-            self.test_confusion = MulticlassConfusionMatrix(len(pl_module.hparams.data_info["class_names"])).to(pl_module.device)
+            self.test_confusion = MulticlassConfusionMatrix(len(pl_module.hparams.data_info["class_names"])).to(
+                pl_module.device
+            )
             self.worst: list[tuple[float, torch.Tensor, int, int, float]] = []
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
@@ -131,7 +139,9 @@ class TensorBoardViews(L.Callback):
         for loss, index in zip(top.values.tolist(), top.indices.tolist()):
             if loss >= 0:
                 predicted = int(logits[index].argmax())
-                self.worst.append((loss, images[index].cpu(), int(labels[index]), predicted, float(probabilities[index, predicted])))
+                self.worst.append(
+                    (loss, images[index].cpu(), int(labels[index]), predicted, float(probabilities[index, predicted]))
+                )
         self.worst = sorted(self.worst, key=lambda item: -item[0])[: self.worst_images]
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
@@ -142,7 +152,9 @@ class TensorBoardViews(L.Callback):
             return
         writer, step = self._writer(trainer), epochs_done(trainer)
         info = pl_module.hparams.data_info
-        writer.add_figure("test/confusion_matrix", confusion_figure(matrix, info["class_names"], "test set, kept checkpoint"), step)
+        writer.add_figure(
+            "test/confusion_matrix", confusion_figure(matrix, info["class_names"], "test set, kept checkpoint"), step
+        )
         for name, accuracy in zip(info["class_names"], per_class_accuracy(matrix).tolist()):
             writer.add_scalar(f"test_per_class_acc/{name}", accuracy, step)
         if self.worst:
@@ -150,7 +162,10 @@ class TensorBoardViews(L.Callback):
 
     def mistakes_figure(self, info):
         names = info["class_names"]
-        titles = [f"{names[true]} -> {names[predicted]} ({probability:.2f})" for _, _, true, predicted, probability in self.worst]
+        titles = [
+            f"{names[true]} -> {names[predicted]} ({probability:.2f})"
+            for _, _, true, predicted, probability in self.worst
+        ]
         figure = images_figure([image for _, image, *_ in self.worst], titles, info["mean"], info["std"])
         figure.suptitle("worst misclassified test images: true -> predicted (probability)", fontsize=9)
         figure.tight_layout()

@@ -39,20 +39,33 @@ def train(cfg: DictConfig) -> float | list[float] | None:
         seed=seed,
         top5=cfg.get("top5", False),
     )
-    loggers, callbacks = job.instantiate_all(cfg.get("logger")), job.instantiate_all(cfg.get("callbacks")) + callbacks_for_this_trial()
+    loggers, callbacks = (
+        job.instantiate_all(cfg.get("logger")),
+        job.instantiate_all(cfg.get("callbacks")) + callbacks_for_this_trial(),
+    )
     fit_clock = FitClock()  # fit_seconds over all segments of a resumed run
     first_loss = FirstTrainingLoss()
-    plugins = [AtomicCheckpointIO(checkpoint_dirs(cfg))]  # atomic writes; checked loads; deletes only in the run's checkpoint dir
-    with devices.trainer(cfg, logger=loggers or False, callbacks=[*callbacks, fit_clock, first_loss, StrayCheckpoints()], plugins=plugins) as trainer:
+    plugins = [
+        AtomicCheckpointIO(checkpoint_dirs(cfg))
+    ]  # atomic writes; checked loads; deletes only in the run's checkpoint dir
+    with devices.trainer(
+        cfg, logger=loggers or False, callbacks=[*callbacks, fit_clock, first_loss, StrayCheckpoints()], plugins=plugins
+    ) as trainer:
         fit_clock.start()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         fit_seconds = fit_clock.seconds  # before validate/test restore the best checkpoint's clock
-        train_metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")}  # the last epoch's
+        train_metrics = {
+            k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")
+        }  # the last epoch's
         # Both splits are scored once more on the checkpoint that is kept (best by val/acc).
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         val_metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        tested = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)[0] if cfg.test else {}
+        tested = (
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)[0]
+            if cfg.test
+            else {}
+        )
         test_metrics = {k: v for k, v in tested.items() if k.startswith("test/")}
     metrics = {k: float(v) for k, v in (train_metrics | val_metrics | test_metrics).items()} | {
         "fit_seconds": fit_seconds,

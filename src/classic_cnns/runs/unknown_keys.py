@@ -1,4 +1,4 @@
-""""Did you mean ...?" for an override whose key the config does not have (`trainer.max_epoch=3`).
+""" "Did you mean ...?" for an override whose key the config does not have (`trainer.max_epoch=3`).
 
 Hydra composes the config before any of the project's code runs, and answers such a key with
 "Key 'max_epoch' is not in struct" and the advice to add it with `+`; it is almost always a typo.

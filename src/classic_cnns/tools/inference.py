@@ -1,12 +1,12 @@
 """Evaluate and predict from a checkpoint alone (scripts/evaluate.py, scripts/predict.py)."""
 
 import csv
-from concurrent.futures import ThreadPoolExecutor
 import errno
 import json
 import os
 import stat
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,9 +67,14 @@ def evaluate(ckpt_path: str, output_dir: str | None = None, data_dir: str | None
         )
     confusion = _TestConfusion(len(names))
     trainer = L.Trainer(
-        accelerator="auto", devices=1, logger=False, callbacks=[confusion], enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        callbacks=[confusion],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     with warnings.catch_warnings():  # the classifier logs its test metrics; here they are returned instead
         warnings.filterwarnings("ignore", message=r".*but have no logger configured")
         (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
@@ -83,7 +88,9 @@ def evaluate(ckpt_path: str, output_dir: str | None = None, data_dir: str | None
     out = Path(output_dir) if output_dir else default_evaluation_dir(ckpt_path)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out / "confusion_matrix.png").write_bytes(to_png(confusion_figure(matrix, names, f"test set, {Path(ckpt_path).name}")))
+    (out / "confusion_matrix.png").write_bytes(
+        to_png(confusion_figure(matrix, names, f"test set, {Path(ckpt_path).name}"))
+    )
     with open(out / "per_class.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=["class", "images", "correct", "accuracy"])
         writer.writeheader()
@@ -149,10 +156,15 @@ def image_files(inputs: str) -> list[tuple[Path, str]]:
 
 
 def _not_regular(mode: int) -> str:
-    """"" for a regular file, else what it is (it is never opened)."""
+    """ "" for a regular file, else what it is (it is never opened)."""
     if stat.S_ISREG(mode):
         return ""
-    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    kinds = {
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISSOCK: "a socket",
+    }
     kind = next((name for test, name in kinds.items() if test(mode)), "not a regular file")
     return f"not a regular file ({kind}): not read"
 
@@ -162,7 +174,9 @@ def _load_image(path: Path, channels: int, size, resize: str = "stretch") -> tor
     stretched or (resize="shorter_side", the AlexNet paper's) its central square."""
     with Image.open(path) as image:
         image = image.convert("L" if channels == 1 else "RGB")
-        image = square(image, size[0], resize) if resize != "stretch" else image.resize((size[1], size[0]), Image.BILINEAR)
+        image = (
+            square(image, size[0], resize) if resize != "stretch" else image.resize((size[1], size[0]), Image.BILINEAR)
+        )
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
     return pixels.unsqueeze(0) if channels == 1 else pixels.permute(2, 0, 1)
 
@@ -179,10 +193,14 @@ def _read_error(error: Exception) -> str:
 
 def has_light_background(pixels: torch.Tensor, border: int = 2) -> bool:
     """Whether the outer `border` pixels of a uint8 (C, H, W) image are mostly light."""
-    frame = torch.cat([
-        pixels[..., :border, :].flatten(), pixels[..., -border:, :].flatten(),
-        pixels[..., :, :border].flatten(), pixels[..., :, -border:].flatten(),
-    ])  # fmt: skip
+    frame = torch.cat(
+        [
+            pixels[..., :border, :].flatten(),
+            pixels[..., -border:, :].flatten(),
+            pixels[..., :, :border].flatten(),
+            pixels[..., :, -border:].flatten(),
+        ]
+    )
     return bool(frame.float().median() > 127)
 
 
@@ -190,7 +208,9 @@ INVERT = (True, False, "auto")
 BATCH = 256  # images decoded and classified at once
 
 
-def _read(file: tuple[Path, str], info: dict, resize: str, invert: bool | str, dark: bool) -> tuple[Path, torch.Tensor | None, bool, str]:
+def _read(
+    file: tuple[Path, str], info: dict, resize: str, invert: bool | str, dark: bool
+) -> tuple[Path, torch.Tensor | None, bool, str]:
     """(path, its pixels as the model takes them or None, whether they were inverted, why not read)."""
     path, problem = file
     if problem:
@@ -204,7 +224,9 @@ def _read(file: tuple[Path, str], info: dict, resize: str, invert: bool | str, d
 
 
 @torch.no_grad()
-def predict(ckpt_path: str, inputs: str, topk: int = 3, invert: bool | str = "auto", data_dir: str | None = None) -> Predictions:
+def predict(
+    ckpt_path: str, inputs: str, topk: int = 3, invert: bool | str = "auto", data_dir: str | None = None
+) -> Predictions:
     """Top-k classes of every image in `inputs` (a file or a directory); a file that cannot be
     read gets its error and the others are still predicted.
 

@@ -10,16 +10,15 @@ the number of comparisons, and the sentence stating each conclusion is generated
 corrected test: "worse", "better" and "not separable" are tested statements.
 """
 
-import re
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-import numpy as np
 from scipy import stats
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from classic_cnns import ClassicCNNsError
 from classic_cnns.plotting import bars_figure, curves_figure, save
@@ -46,7 +45,10 @@ FIT_NOTE = (
     "with scripts/benchmark.py (docs/benchmarks.md), not with this column."
 )
 CURVES = ("train/acc", "val/acc")
-TOP5 = ("test/acc_top5", "val/acc_top5")  # the AlexNet paper's measure (top5=true): the true class among the five most probable
+TOP5 = (
+    "test/acc_top5",
+    "val/acc_top5",
+)  # the AlexNet paper's measure (top5=true): the true class among the five most probable
 LRN_DIVISOR = re.compile(r"lrn\d+/divisor_(median|max)")  # metrics.json of nets with LRN layers
 
 
@@ -61,7 +63,8 @@ def _configurations(all_overrides: list[list[str]]) -> tuple[list[str], list[str
     """Each job's name from the overrides that vary (seed excluded), and the ones all share."""
     common = set.intersection(*(set(o) for o in all_overrides))
     names = [
-        " ".join(o for o in overrides if o not in common and o.split("=", 1)[0].lstrip("+~") not in SEED_KEYS) or "(all)"
+        " ".join(o for o in overrides if o not in common and o.split("=", 1)[0].lstrip("+~") not in SEED_KEYS)
+        or "(all)"
         for overrides in all_overrides
     ]
     return names, [o for o in all_overrides[0] if o in common]
@@ -95,10 +98,16 @@ def load_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[
         row = {"job": job_dir.name, "configuration": name, "overrides": " ".join(overrides)}
         metrics_file = job_dir / "metrics.json"
         if metrics_file.exists():
-            row |= {"status": "completed", **json.loads(metrics_file.read_text())}  # (pandas' reader turns numbers into dates)
+            row |= {
+                "status": "completed",
+                **json.loads(metrics_file.read_text()),
+            }  # (pandas' reader turns numbers into dates)
         else:
             error = job_dir / "error.txt"
-            row |= {"status": "failed", "error": error.read_text().strip().splitlines()[-1] if error.exists() else "no metrics.json"}
+            row |= {
+                "status": "failed",
+                "error": error.read_text().strip().splitlines()[-1] if error.exists() else "no metrics.json",
+            }
         jobs.append(row)
         curves += _curves(job_dir, job_dir.name, name)
     return pd.DataFrame(jobs), pd.DataFrame(curves, columns=["job", "configuration", "epoch", *CURVES]), common
@@ -123,9 +132,19 @@ def summarize_sweep(jobs: pd.DataFrame) -> pd.DataFrame:
         if metric in done:
             name = metric.replace("/", "_")
             columns |= {f"{name}_mean": (metric, "mean"), f"{name}_std": (metric, "std")}
-    columns |= dict(params=("params", "first"), fit_seconds=("fit_seconds", "mean"), fit_min=("fit_seconds", "min"), fit_max=("fit_seconds", "max"), epochs=("epochs", "mean"))
+    columns |= dict(
+        params=("params", "first"),
+        fit_seconds=("fit_seconds", "mean"),
+        fit_min=("fit_seconds", "min"),
+        fit_max=("fit_seconds", "max"),
+        epochs=("epochs", "mean"),
+    )
     if "epochs_to_target" in done:
-        columns |= dict(to_target_mean=("epochs_to_target", "mean"), to_target_std=("epochs_to_target", "std"), to_target_runs=("epochs_to_target", "count"))
+        columns |= dict(
+            to_target_mean=("epochs_to_target", "mean"),
+            to_target_std=("epochs_to_target", "std"),
+            to_target_runs=("epochs_to_target", "count"),
+        )
     columns |= {name: (name, "mean") for name in sorted(done.columns) if LRN_DIVISOR.fullmatch(name)}
     table = done.groupby("configuration", sort=False).agg(**columns)
     table = table.fillna({column: 0.0 for column in table if column.endswith(("acc_std", "acc_top5_std"))})
@@ -161,7 +180,12 @@ def compare_with_reference(done: pd.DataFrame, reference: str) -> pd.DataFrame:
         if configuration != reference and min(len(values), len(accuracies[reference])) >= 2:
             with np.errstate(all="ignore"):  # no spread on either side: p is NaN
                 p = float(stats.ttest_ind(values, accuracies[reference], equal_var=False).pvalue)
-        rows[configuration] = {"vs_reference": difference, "p_welch": p, "seeds": len(values), "reference_seeds": len(accuracies[reference])}
+        rows[configuration] = {
+            "vs_reference": difference,
+            "p_welch": p,
+            "seeds": len(values),
+            "reference_seeds": len(accuracies[reference]),
+        }
     table = pd.DataFrame.from_dict(rows, orient="index")
     table["p_holm"] = holm_adjusted(table["p_welch"].tolist())
     table["significant"] = [None if pd.isna(p) else bool(p < ALPHA) for p in table["p_holm"]]
@@ -176,7 +200,9 @@ def _seeds(n: int, n_reference: int) -> str:
     return f"{n} seeds" if n == n_reference else f"{n} and {n_reference} seeds"
 
 
-def conclusion(name: str, reference: str, difference: float, p_holm: float, significant: bool | None, n: int, n_reference: int) -> str:
+def conclusion(
+    name: str, reference: str, difference: float, p_holm: float, significant: bool | None, n: int, n_reference: int
+) -> str:
     """The sentence a reader may quote, generated from the corrected test and nothing else."""
     if name == reference:
         return f"{name} is the reference: the highest mean validation accuracy."
@@ -190,7 +216,9 @@ def conclusion(name: str, reference: str, difference: float, p_holm: float, sign
     return f"{name} is {'worse' if difference < 0 else 'better'} than {reference} (test accuracy {difference:+.4f}, Holm-corrected p={p_holm:.2g})."
 
 
-def _versus_reference(name: str, difference: float, p: float, p_holm: float, significant: bool | None, reference: str) -> str:
+def _versus_reference(
+    name: str, difference: float, p: float, p_holm: float, significant: bool | None, reference: str
+) -> str:
     if name == reference:
         return "reference"
     if significant is None:
@@ -198,7 +226,9 @@ def _versus_reference(name: str, difference: float, p: float, p_holm: float, sig
     return f"{difference:+.4f}, p={p:.2g}, Holm p={p_holm:.2g}: {'**yes**' if significant else 'no'}"
 
 
-def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None, train_acc_target: float | None = None) -> Path:
+def write_report(
+    sweep_dir: str | Path, output_dir: str | Path | None = None, train_acc_target: float | None = None
+) -> Path:
     """report.csv, jobs.csv, report.md, val_acc.png, train_acc.png and test_acc.png, in output_dir
     (default: the sweep dir). With train_acc_target, the table gives the epochs each
     configuration took to reach that training accuracy (e.g. 0.75: the AlexNet paper's 25%
@@ -214,30 +244,53 @@ def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None, tr
     table.to_csv(out / "report.csv")
 
     failures = int((jobs["status"] == "failed").sum())
-    lines = [f"# Sweep {sweep_dir}", "", f"{len(jobs)} jobs, {failures} failed; common overrides: `{' '.join(common) or 'none'}`.", ""]
+    lines = [
+        f"# Sweep {sweep_dir}",
+        "",
+        f"{len(jobs)} jobs, {failures} failed; common overrides: `{' '.join(common) or 'none'}`.",
+        "",
+    ]
     if not table.empty:
         shown = table.copy()
         for metric in [m for m in ("test_acc", "val_acc", "test_acc_top5", "val_acc_top5") if f"{m}_mean" in shown]:
-            shown[metric.replace("_", " ")] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(shown.pop(f"{metric}_mean"), shown.pop(f"{metric}_std"))]
+            shown[metric.replace("_", " ")] = [
+                f"{m:.4f} ± {s:.4f}" for m, s in zip(shown.pop(f"{metric}_mean"), shown.pop(f"{metric}_std"))
+            ]
         if train_acc_target is not None:
             shown[f"epochs to train acc {train_acc_target:g}"] = [
-                (f"{m:.1f} ± {0.0 if pd.isna(s) else s:.1f}" if reached else "not reached") + (f" ({reached}/{runs} runs)" if reached < runs else "")
-                for m, s, reached, runs in zip(shown.pop("to_target_mean"), shown.pop("to_target_std"), shown.pop("to_target_runs"), shown["runs"])
+                (f"{m:.1f} ± {0.0 if pd.isna(s) else s:.1f}" if reached else "not reached")
+                + (f" ({reached}/{runs} runs)" if reached < runs else "")
+                for m, s, reached, runs in zip(
+                    shown.pop("to_target_mean"), shown.pop("to_target_std"), shown.pop("to_target_runs"), shown["runs"]
+                )
             ]
         if "vs_reference" in shown:
             shown["vs reference"] = [
                 _versus_reference(name, d, p, holm, sig, table.index[0])
-                for name, d, p, holm, sig in zip(shown.index, shown.pop("vs_reference"), shown.pop("p_welch"), shown.pop("p_holm"), shown.pop("significant"))
+                for name, d, p, holm, sig in zip(
+                    shown.index,
+                    shown.pop("vs_reference"),
+                    shown.pop("p_welch"),
+                    shown.pop("p_holm"),
+                    shown.pop("significant"),
+                )
             ]
             for column in ("seeds", "reference_seeds", "conclusion"):
                 shown.pop(column)
         for layer in sorted({name.split("/")[0] for name in shown.columns if LRN_DIVISOR.fullmatch(name)}):
             median, largest = shown.pop(f"{layer}/divisor_median"), shown.pop(f"{layer}/divisor_max")
-            shown[f"{layer} divisor/k^beta: median (max)"] = ["" if pd.isna(m) else f"{m:.3f} ({x:.3f})" for m, x in zip(median, largest)]
+            shown[f"{layer} divisor/k^beta: median (max)"] = [
+                "" if pd.isna(m) else f"{m:.3f} ({x:.3f})" for m, x in zip(median, largest)
+            ]
         shown["params"] = shown["params"].map(lambda n: f"{int(n):,}")
         shown["epochs"] = shown["epochs"].map(lambda e: f"{e:.3g}")  # a mean over seeds where runs stop early
-        shown["fit s"] = [f"{s:.1f} ({low:.1f}-{high:.1f})" for s, low, high in zip(shown.pop("fit_seconds"), shown.pop("fit_min"), shown.pop("fit_max"))]
-        lines += [shown.reset_index().to_markdown(index=False), ""] + ([SIGNIFICANCE_NOTE, ""] if "vs reference" in shown else [])
+        shown["fit s"] = [
+            f"{s:.1f} ({low:.1f}-{high:.1f})"
+            for s, low, high in zip(shown.pop("fit_seconds"), shown.pop("fit_min"), shown.pop("fit_max"))
+        ]
+        lines += [shown.reset_index().to_markdown(index=False), ""] + (
+            [SIGNIFICANCE_NOTE, ""] if "vs reference" in shown else []
+        )
         if "conclusion" in table:
             comparisons = int(table["p_holm"].notna().sum())
             lines += [
@@ -254,7 +307,7 @@ def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None, tr
             lines += [
                 f"**Fewer than {MIN_SEEDS} seeds**: {int(table['runs'].min())} per configuration"
                 f"{'' if table['runs'].nunique() == 1 else ' at the fewest'}, so the tests above can separate only differences "
-                "well beyond the spread over seeds; \"not separable\" says little here.",
+                'well beyond the spread over seeds; "not separable" says little here.',
                 "",
             ]
         if any(LRN_DIVISOR.fullmatch(name) for name in table.columns):
@@ -262,18 +315,29 @@ def write_report(sweep_dir: str | Path, output_dir: str | Path | None = None, tr
         lines += [FIT_NOTE, ""]
     failed = jobs[jobs["status"] == "failed"]
     if not failed.empty:
-        lines += ["## Failed jobs", ""] + [f"- job {r.job} ({r.overrides}): {r.error}" for r in failed.itertuples()] + [""]
+        lines += (
+            ["## Failed jobs", ""] + [f"- job {r.job} ({r.overrides}): {r.error}" for r in failed.itertuples()] + [""]
+        )
     plots = []
     about = " ".join(common) or sweep_dir.name  # the second line of each plot's title
     about = about if len(about) <= 80 else about[:79] + "…"
     for metric, target in (("val/acc", None), ("train/acc", train_acc_target)):
         if curves[metric].notna().any():
             title = f"{metric} per epoch\n{about}"
-            plots.append((title, save(curves_figure(curves, metric, title, target), out / f"{metric.replace('/', '_')}.png")))
+            plots.append(
+                (title, save(curves_figure(curves, metric, title, target), out / f"{metric.replace('/', '_')}.png"))
+            )
     if "test_acc_mean" in table:
         low = table["test_acc_mean"].min() - 3 * table["test_acc_std"].max() - 0.02
         title = f"test accuracy of the kept checkpoints\n{about}"
-        figure = bars_figure(table.index, table["test_acc_mean"], "test accuracy (mean ± std over seeds)", title, table["test_acc_std"], (max(0.0, low), 1.0))
+        figure = bars_figure(
+            table.index,
+            table["test_acc_mean"],
+            "test accuracy (mean ± std over seeds)",
+            title,
+            table["test_acc_std"],
+            (max(0.0, low), 1.0),
+        )
         plots.append((title, save(figure, out / "test_acc.png")))
     if plots:
         lines += ["## Plots", ""] + [f"![{title.splitlines()[0]}]({path.name})\n" for title, path in plots]

@@ -100,8 +100,10 @@ class CheckedSweeper(Sweeper):
             elif override.is_discrete_sweep():
                 choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
             else:
-                raise ConfigError(f"{override.input_line}: a grid sweep takes lists, choice(...) or range(...); "
-                                  "intervals are for an Optuna search (hparams_search=...)")  # fmt: skip
+                raise ConfigError(
+                    f"{override.input_line}: a grid sweep takes lists, choice(...) or range(...); "
+                    "intervals are for an Optuna search (hparams_search=...)"
+                )
         jobs = [list(job) for job in itertools.product(*choices)]
         self.validate_batch_is_legal(jobs)
         self.make_sweep_dir()
@@ -117,7 +119,9 @@ class CheckedSweeper(Sweeper):
         entries = entries or [self.job_entry(result) for result in results]
         sweep_dir = Path(self.config.hydra.sweep.dir)
         (sweep_dir / "sweep_summary.json").write_text(json.dumps(list(entries), indent=2, default=str) + "\n")
-        failed = [f"  job {e['job']} ({' '.join(e['overrides'])}): {e['error']}" for e in entries if e["status"] == "failed"]
+        failed = [
+            f"  job {e['job']} ({' '.join(e['overrides'])}): {e['error']}" for e in entries if e["status"] == "failed"
+        ]
         print_sweep_end(sweep_dir, len(entries) - len(failed), len(failed))
         if failed:
             log.error("%d of %d jobs failed:\n%s", len(failed), len(entries), "\n".join(failed))

@@ -77,7 +77,11 @@ from .trial_liveness import Heartbeat, dead_trials
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-STATUS = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}  # as sweep_summary.json says
+STATUS = {
+    TrialState.COMPLETE: "completed",
+    TrialState.PRUNED: "pruned",
+    TrialState.FAIL: "failed",
+}  # as sweep_summary.json says
 SLURM_TRIALS_AT_ONCE = 4  # the default on SLURM; hydra.sweeper.n_jobs sets more
 BLIND_RATIO = 4  # more than n_trials / 4 trials at once: a warning that the sampler is nearly blind
 DEAD_AFTER_BEATS = 4  # a RUNNING trial not stamped for 4 heartbeats: its worker is dead
@@ -108,11 +112,15 @@ def _distribution(override: Override) -> BaseDistribution | None:
     value = override.value()
     tags = set(getattr(value, "tags", ()))
     if unknown := sorted(tags - {"log"}):
-        raise ConfigError(f"{text}: unknown tag {', '.join(unknown)}; the only tag an Optuna search takes is log, as in tag(log, interval(a, b))")
+        raise ConfigError(
+            f"{text}: unknown tag {', '.join(unknown)}; the only tag an Optuna search takes is log, as in tag(log, interval(a, b))"
+        )
     log_scale = "log" in tags
     if isinstance(value, ChoiceSweep):
         if log_scale:
-            raise ConfigError(f"{text}: a choice has no scale; tag(log, ...) takes interval(a, b) or int(interval(a, b))")
+            raise ConfigError(
+                f"{text}: a choice has no scale; tag(log, ...) takes interval(a, b) or int(interval(a, b))"
+            )
         choices = list(override.sweep_iterator())
         if not all(c is None or isinstance(c, (str, int, float, bool)) for c in choices):
             raise ConfigError(f"{text}: choices must be numbers, strings, booleans or null")
@@ -127,14 +135,18 @@ def _distribution(override: Override) -> BaseDistribution | None:
                 raise ConfigError(f"{text}: a log scale takes interval(a, b), not a float range")
             return FloatDistribution(low, high, step=value.step)
         if log_scale and value.step != 1:
-            raise ConfigError(f"{text}: Optuna's log scale takes no step; write tag(log, int(interval({low}, {high}))) "
-                              f"for a log scale, or range({value.start}, {value.stop}, step={value.step}) without log")  # fmt: skip
+            raise ConfigError(
+                f"{text}: Optuna's log scale takes no step; write tag(log, int(interval({low}, {high}))) "
+                f"for a log scale, or range({value.start}, {value.stop}, step={value.step}) without log"
+            )
         return IntDistribution(low, high, step=value.step, log=log_scale)
     if isinstance(value, IntervalSweep):
         if value.start >= value.end:
             raise ConfigError(f"{text}: interval(a, b) needs a < b")
         if log_scale and value.start <= 0:
-            raise ConfigError(f"{text}: a log scale needs a lower bound above 0 (log of {value.start} is undefined), e.g. interval(1e-5, {value.end})")
+            raise ConfigError(
+                f"{text}: a log scale needs a lower bound above 0 (log of {value.start} is undefined), e.g. interval(1e-5, {value.end})"
+            )
         kind = IntDistribution if isinstance(value.start, int) and isinstance(value.end, int) else FloatDistribution
         return kind(value.start, value.end, log=log_scale)
     raise ConfigError(f"{text}: not a search space an Optuna search can take; write {SYNTAX}")
@@ -244,7 +256,13 @@ class OptunaSweeper(CheckedSweeper):
         heartbeat_s: float = 30,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
-        self.n_trials, self.n_jobs, self.study_name, self.storage, self.seed = n_trials, n_jobs, study_name, storage, seed
+        self.n_trials, self.n_jobs, self.study_name, self.storage, self.seed = (
+            n_trials,
+            n_jobs,
+            study_name,
+            storage,
+            seed,
+        )
         self.heartbeat_s = heartbeat_s
         self.directions = [str(d) for d in direction] if isinstance(direction, (list, ListConfig)) else [str(direction)]
         self.sampler_cfg = sampler or OmegaConf.create({"_target_": "optuna.samplers.TPESampler"})
@@ -257,8 +275,10 @@ class OptunaSweeper(CheckedSweeper):
         metric = self.config.get("optimized_metric")
         metrics = [str(m) for m in metric] if isinstance(metric, ListConfig) else [str(metric)]
         if len(metrics) != len(self.directions):
-            raise ConfigError(f"hydra.sweeper.direction={list(self.directions)} needs optimized_metric to list "
-                              f"as many metrics, e.g. [val/acc, fit_seconds] (got {metric})")  # fmt: skip
+            raise ConfigError(
+                f"hydra.sweeper.direction={list(self.directions)} needs optimized_metric to list "
+                f"as many metrics, e.g. [val/acc, fit_seconds] (got {metric})"
+            )
         pruner = instantiate(self.pruner_cfg)
         if len(metrics) > 1 and not isinstance(pruner, optuna.pruners.NopPruner):
             raise ConfigError("Optuna prunes single-objective searches only: use hydra/sweeper/pruner=none")
@@ -266,19 +286,27 @@ class OptunaSweeper(CheckedSweeper):
         sweep_dir = self.make_sweep_dir().resolve()
         storage_url = str(self.storage or sweep_dir / "optuna.journal")
         storage = open_storage(storage_url)
-        study = optuna.create_study(storage=storage, study_name=self.study_name, directions=self.directions, load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage, study_name=self.study_name, directions=self.directions, load_if_exists=True
+        )
         with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning, action="ignore"):
             study.set_metric_names(metrics)  # optuna-dashboard labels the objective val/acc, not "Objective 0"
         self._rerun_dead_trials(study, sweep_dir)
-        sampler = SeededPerTrial(lambda seed: instantiate(self.sampler_cfg, seed=seed, **({"search_space": grid} if grid else {})), self.seed)
+        sampler = SeededPerTrial(
+            lambda seed: instantiate(self.sampler_cfg, seed=seed, **({"search_space": grid} if grid else {})), self.seed
+        )
         study = optuna.load_study(study_name=self.study_name, storage=storage, sampler=sampler, pruner=pruner)
         wanted = min(self.n_trials, math.prod(len(values) for values in grid.values())) if grid else self.n_trials
         slots = self.n_jobs or launcher_parallelism(self.config.hydra.launcher)
         self._warn_if_blind(slots, wanted)
         if self._finished(study):
-            log.info("study %r in %s: %d of %d trials finished", self.study_name, storage_url, self._finished(study), wanted)
+            log.info(
+                "study %r in %s: %d of %d trials finished", self.study_name, storage_url, self._finished(study), wanted
+            )
 
-        entries = self.run_trials(study, space, fixed, slots, wanted, sweep_dir, storage_url, metrics[0] if len(metrics) == 1 else None)
+        entries = self.run_trials(
+            study, space, fixed, slots, wanted, sweep_dir, storage_url, metrics[0] if len(metrics) == 1 else None
+        )
         summary = self._summary(study, sweep_dir, entries)
         self._write_results(study, sweep_dir, storage_url, summary)
         self.finish([], summary)
@@ -323,14 +351,21 @@ class OptunaSweeper(CheckedSweeper):
                             study.tell(trial, state=TrialState.FAIL)
                             error = bad_value
                             break
-                        log.info("trial %d: %s", trial.number, " ".join(f"{k}={shown(v)}" for k, v in trial.params.items()))
+                        log.info(
+                            "trial %d: %s", trial.number, " ".join(f"{k}={shown(v)}" for k, v in trial.params.items())
+                        )
                         if metric is not None:
                             overrides.append(self._trial_environment(storage_url, trial.number, metric))
                         running[trial.number] = trial
                         if slots == 1:
                             ended.put((trial, self.launcher.launch([overrides], initial_job_idx=trial.number)))
                         else:
-                            threading.Thread(target=self._launch, args=(trial, overrides, ended), name=f"trial {trial.number}", daemon=True).start()
+                            threading.Thread(
+                                target=self._launch,
+                                args=(trial, overrides, ended),
+                                name=f"trial {trial.number}",
+                                daemon=True,
+                            ).start()
                     if not running:
                         break
                     trial, returns = ended.get()
@@ -359,7 +394,11 @@ class OptunaSweeper(CheckedSweeper):
             child.terminate()
         folders = self.config.hydra.launcher.get("submitit_folder")
         if folders and shutil.which("scancel"):
-            submitted = [d.name for d in Path(str(folders).replace("%j", "_")).parent.glob("*") if re.fullmatch(r"\d+(_\d+)?", d.name)]
+            submitted = [
+                d.name
+                for d in Path(str(folders).replace("%j", "_")).parent.glob("*")
+                if re.fullmatch(r"\d+(_\d+)?", d.name)
+            ]
             if submitted:
                 log.warning("cancelling the search's SLURM jobs: %s", " ".join(submitted))
                 subprocess.run(["scancel", *submitted], capture_output=True, check=False)
@@ -388,7 +427,10 @@ class OptunaSweeper(CheckedSweeper):
             return entry | self.job_entry(result) | {"status": "pruned"}
         values = None if error else result.return_value
         values = list(values) if isinstance(values, (list, tuple, ListConfig)) else [values]
-        if error is None and (len(values) != len(self.directions) or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)):
+        if error is None and (
+            len(values) != len(self.directions)
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+        ):
             error = ValueError(f"the job returned {values}, not {len(self.directions)} finite metric value(s)")
         study.tell(trial, state=TrialState.FAIL) if error else study.tell(trial, values)
         return entry | self.job_entry(result, error)
@@ -405,10 +447,18 @@ class OptunaSweeper(CheckedSweeper):
     def _warn_if_blind(self, slots: int, wanted: int) -> None:
         """Each trial is drawn knowing only the trials finished before it: with many at once
         against few trials, a model-based sampler (TPE, CMA-ES, NSGA-II) samples nearly at random."""
-        if slots > 1 and slots * BLIND_RATIO > wanted and not self._sampler_name().endswith(("RandomSampler", "GridSampler")):
-            log.warning("%d trials at once for %d trials: most trials are drawn before the ones before them finish, so the "
-                        "sampler works nearly at random; set hydra.sweeper.n_jobs to at most %d or raise hydra.sweeper.n_trials",
-                        slots, wanted, max(1, wanted // BLIND_RATIO))  # fmt: skip
+        if (
+            slots > 1
+            and slots * BLIND_RATIO > wanted
+            and not self._sampler_name().endswith(("RandomSampler", "GridSampler"))
+        ):
+            log.warning(
+                "%d trials at once for %d trials: most trials are drawn before the ones before them finish, so the "
+                "sampler works nearly at random; set hydra.sweeper.n_jobs to at most %d or raise hydra.sweeper.n_trials",
+                slots,
+                wanted,
+                max(1, wanted // BLIND_RATIO),
+            )
 
     def _rerun_dead_trials(self, study: optuna.Study, sweep_dir: Path | None = None) -> None:
         """RUNNING trials whose worker is gone, closed as FAIL and their parameters queued to run
@@ -421,7 +471,11 @@ class OptunaSweeper(CheckedSweeper):
                 if trial.user_attrs.get("sweep_dir", str(sweep_dir)) == str(sweep_dir):
                     dead[trial.number] = trial
         for number, trial in sorted(dead.items()):
-            log.warning("trial %d was left running by a killed search (%s): running it again", number, trial.user_attrs.get("sweep_dir", "?"))
+            log.warning(
+                "trial %d was left running by a killed search (%s): running it again",
+                number,
+                trial.user_attrs.get("sweep_dir", "?"),
+            )
             study.tell(number, state=TrialState.FAIL, skip_if_finished=True)  # another worker may have been first
             study.enqueue_trial(trial.params, user_attrs={"rerun_of": number})
 
@@ -449,8 +503,13 @@ class OptunaSweeper(CheckedSweeper):
             if not entry:
                 job_dir = Path(trial.user_attrs.get("sweep_dir", sweep_dir)) / str(trial.number)
                 status = STATUS.get(trial.state, trial.state.name.lower())
-                entry = {"job": trial.number, "trial": trial.number, "overrides": [f"{k}={override_value(v)}" for k, v in trial.params.items()],
-                         "dir": str(job_dir), "status": status}  # fmt: skip
+                entry = {
+                    "job": trial.number,
+                    "trial": trial.number,
+                    "overrides": [f"{k}={override_value(v)}" for k, v in trial.params.items()],
+                    "dir": str(job_dir),
+                    "status": status,
+                }
                 if status == "completed":
                     entry["result"] = trial.values[0] if len(trial.values) == 1 else trial.values
                 elif status == "failed":
@@ -463,13 +522,23 @@ class OptunaSweeper(CheckedSweeper):
 
     def _write_results(self, study: optuna.Study, sweep_dir: Path, storage_url: str, summary: list[dict]) -> None:
         """optimization_results.yaml, and the same as a short table on the console."""
-        counts = {status: sum(e["status"] == status for e in summary) for status in ("completed", "pruned", "failed", "rerun")}
-        counts |= {s: n for s in {e["status"] for e in summary} - counts.keys() if (n := sum(e["status"] == s for e in summary))}
+        counts = {
+            status: sum(e["status"] == status for e in summary) for status in ("completed", "pruned", "failed", "rerun")
+        }
+        counts |= {
+            s: n
+            for s in {e["status"] for e in summary} - counts.keys()
+            if (n := sum(e["status"] == s for e in summary))
+        }
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not complete:
             best = {}
         elif len(self.directions) == 1:
-            best = {"best_value": study.best_value, "best_params": study.best_params, "best_trial": study.best_trial.number}
+            best = {
+                "best_value": study.best_value,
+                "best_params": study.best_params,
+                "best_trial": study.best_trial.number,
+            }
         else:
             front = [{"trial": t.number, "values": t.values, "params": t.params} for t in study.best_trials]
             best = {"directions": self.directions, "pareto_front": front}

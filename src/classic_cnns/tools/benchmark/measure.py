@@ -35,9 +35,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import to_pil_image
 
 from classic_cnns import ClassicCNNsError
-from classic_cnns.runs.config_checks import ConfigError, build_network
 from classic_cnns.data import ImageDataModule
 from classic_cnns.randomness import seed_training_stream
+from classic_cnns.runs.config_checks import ConfigError, build_network
 
 REFERENCE_LOOP, RESIDENT_LOOP, LIGHTNING = "reference loop", "resident loop", "lightning"
 WAYS = (REFERENCE_LOOP, RESIDENT_LOOP, LIGHTNING)
@@ -81,7 +81,9 @@ def check_settings(ways: Sequence[str], repeats: int, doc: str | None) -> None:
     if unknown:
         raise ConfigError(f"benchmark.ways has {unknown}: use some of {list(WAYS)}")
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
-        raise ConfigError(f"benchmark.repeats={repeats!r}: use an integer >= 1 ({MIN_REPEATS_TO_PUBLISH} or more to publish)")
+        raise ConfigError(
+            f"benchmark.repeats={repeats!r}: use an integer >= 1 ({MIN_REPEATS_TO_PUBLISH} or more to publish)"
+        )
     if doc and repeats < MIN_REPEATS_TO_PUBLISH:
         raise ConfigError(
             f"benchmark.repeats={repeats} is too few to publish in {doc}: use benchmark.repeats="
@@ -179,7 +181,9 @@ def _build(cfg: DictConfig, datamodule: ImageDataModule, device: torch.device, s
 
 
 @torch.no_grad()
-def accuracy(net: nn.Module, datamodule: ImageDataModule, split: str, device: torch.device, cfg: DictConfig, memory_format) -> float:
+def accuracy(
+    net: nn.Module, datamodule: ImageDataModule, split: str, device: torch.device, cfg: DictConfig, memory_format
+) -> float:
     net.eval()
     correct = total = 0
     with _autocast(cfg, device):
@@ -191,14 +195,18 @@ def accuracy(net: nn.Module, datamodule: ImageDataModule, split: str, device: to
     return float(correct) / total
 
 
-def plain_loop(cfg: DictConfig, datamodule: ImageDataModule, resident: bool, max_batches: int | None, workers: int = 0) -> Result:
+def plain_loop(
+    cfg: DictConfig, datamodule: ImageDataModule, resident: bool, max_batches: int | None, workers: int = 0
+) -> Result:
     """(a) with resident=False, (b) with resident=True: cfg.trainer.max_epochs epochs, with
     autograd's anomaly detection on where Lightning's Trainer turns it on (trainer.detect_anomaly)."""
     with torch.autograd.set_detect_anomaly(bool(cfg.trainer.get("detect_anomaly"))):
         return _plain_loop(cfg, datamodule, resident, max_batches, workers)
 
 
-def _plain_loop(cfg: DictConfig, datamodule: ImageDataModule, resident: bool, max_batches: int | None, workers: int) -> Result:
+def _plain_loop(
+    cfg: DictConfig, datamodule: ImageDataModule, resident: bool, max_batches: int | None, workers: int
+) -> Result:
     device, epochs = device_of(cfg), cfg.trainer.max_epochs
     L.seed_everything(cfg.seed, workers=True)
     if resident:
@@ -283,7 +291,12 @@ class EpochTimer(L.Callback):
         self.val_acc.append(float(trainer.callback_metrics.get("val/acc", math.nan)))
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        record = {"epoch_seconds": self.epoch_seconds, "val_acc": self.val_acc, "images_per_epoch": self.images, "switches": self.switches}
+        record = {
+            "epoch_seconds": self.epoch_seconds,
+            "val_acc": self.val_acc,
+            "images_per_epoch": self.images,
+            "switches": self.switches,
+        }
         self.path.write_text(json.dumps(record))
 
 
@@ -320,7 +333,9 @@ def interleaved(ways: Sequence[str], repeats: int) -> list[tuple[int, str]]:
     return [(repeat, way) for repeat in range(repeats) for way in (ways if repeat % 2 == 0 else ways[::-1])]
 
 
-def measure(cfg: DictConfig, ways: Sequence[str], repeats: int, max_batches: int | None, workers: int, run_dir: Path) -> list[Result]:
+def measure(
+    cfg: DictConfig, ways: Sequence[str], repeats: int, max_batches: int | None, workers: int, run_dir: Path
+) -> list[Result]:
     """Every way `repeats` times, interleaved; each run of the lightning way in its own dir."""
     if cfg.seed is None:
         raise ConfigError("seed=null draws a different seed for each way: give the benchmark a seed (e.g. seed=0)")

@@ -56,8 +56,18 @@ def to_markdown(results: Sequence[Result], target: float | None) -> str:
     """One row per way: the median (min-max) over its repeats of each figure."""
     runs_by_way = by_way(results)
     base = runs_by_way.get(RESIDENT_LOOP)
-    head = ["way", "repeats", "images/s", "s/epoch", "train s", f"epochs; s to val {target}" if target else None,
-            "final val acc", "test acc", "peak GPU MiB", "images/s vs resident loop"]  # fmt: skip
+    head = [
+        "way",
+        "repeats",
+        "images/s",
+        "s/epoch",
+        "train s",
+        f"epochs; s to val {target}" if target else None,
+        "final val acc",
+        "test acc",
+        "peak GPU MiB",
+        "images/s vs resident loop",
+    ]
     head = [h for h in head if h]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for way, runs in runs_by_way.items():
@@ -94,7 +104,9 @@ def machine(device: torch.device, precision: str) -> str:
     return f"{what}; torch {torch.__version__}, lightning {L.__version__}, precision {precision}"
 
 
-def section(name: str, results: Sequence[Result], machine_text: str, command: str, target: float | None, chart: str) -> str:
+def section(
+    name: str, results: Sequence[Result], machine_text: str, command: str, target: float | None, chart: str
+) -> str:
     runs = by_way(results)
     repeats = min(len(r) for r in runs.values())
     switches = results[0].switches
@@ -112,12 +124,15 @@ def section(name: str, results: Sequence[Result], machine_text: str, command: st
         "s/epoch is the median training epoch after the first; train s sums all epochs; every way "
         "validates after every epoch with its clock stopped. The ratio compares each run with the "
         "resident loop's run of the same repeat. All ways ran under the same switches: "
-        + ", ".join(f"{k}={v}" for k, v in switches.items()) + ".",
+        + ", ".join(f"{k}={v}" for k, v in switches.items())
+        + ".",
     ]
     fits = [r.fit_seconds for r in runs.get(LIGHTNING, []) if not math.isnan(r.fit_seconds)]
     if fits:
-        notes.append(f"The whole `train.py` fit of the lightning way took {spread(fits, '{:.2f}'.format)} s "
-                     "(everything in trainer.fit: validation, checkpoints, logging).")  # fmt: skip
+        notes.append(
+            f"The whole `train.py` fit of the lightning way took {spread(fits, '{:.2f}'.format)} s "
+            "(everything in trainer.fit: validation, checkpoints, logging)."
+        )
     notes += ["", f"![{name}]({chart})"]
     return "\n".join(notes)
 
