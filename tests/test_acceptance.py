@@ -28,10 +28,10 @@ def test_dry_mode_runs_every_step_and_writes_the_summary(acceptance, data_dir, t
     assert ran["a killed run resumes to the uninterrupted run's metrics"] is True
     assert ran["hydra/launcher=per_gpu gives each job its own GPU"] is None  # needs GPUs, says so
     assert ran["benchmark: lenet5_fast GPU candidates"] is True
+    assert ran["benchmark: AlexNet on CIFAR-10 (alexnet_fast)"] is None  # the LeNet-5 benchmark's steps, on a GPU only
     text = doc.read_text()
     for section in (
         "LeNet-5 on MNIST (lenet5_fast)",
-        "AlexNet on CIFAR-10 (alexnet_fast)",
         "AlexNet at 224x224, throughput",
         "GPU acceptance (all)",
     ):

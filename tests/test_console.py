@@ -214,3 +214,10 @@ def test_overfit_shows_the_training_loss_falling_and_tensorboard_counts_epochs(m
     )
     experiment = HParamsPluginData.FromString(plugin["_hparams_/experiment"]).experiment
     assert [m.name.tag for m in experiment.metric_infos][:2] == ["hp/val_acc", "hp/test_acc"]
+
+
+def test_the_closing_lines_say_which_checkpoint_was_kept(make_cfg, tmp_path, capsys):
+    """A notebook experiment keeps the last epoch (callbacks.model_checkpoint.monitor=null): the
+    closing line must not claim the best val/acc was kept."""
+    train(make_cfg("callbacks.model_checkpoint.monitor=null", "callbacks.progress_bar=null"))
+    assert "(kept: the last epoch)" in capsys.readouterr().out

@@ -220,6 +220,7 @@ def print_end(
     tensorboard_dir: str | Path | None,
     first_train_loss: float | None = None,
     run_name: str = "",
+    kept: str = "best val/acc",
 ) -> None:
     """The kept checkpoint's metrics and where everything went, as commands to copy; a job of a
     multirun says it in one line, with its run name (what the sweep varies)."""
@@ -232,7 +233,7 @@ def print_end(
         return
     lines = [done, f"run dir      {shown_path(output_dir)}"]
     if metrics.get("best_checkpoint"):
-        lines.append(f"checkpoint   {shown_path(metrics['best_checkpoint'])} (kept: best val/acc)")
+        lines.append(f"checkpoint   {shown_path(metrics['best_checkpoint'])} (kept: {kept})")
     lines.append(f"metrics      {shown_path(output_dir / 'metrics.json')}")
     if tensorboard_dir:
         lines.append(f"TensorBoard  tensorboard --logdir {shlex.quote(shown_path(tensorboard_dir))}")

@@ -139,7 +139,9 @@ def finish(
     metrics = metrics | {"cpu_threads": torch.get_num_threads()}  # what this job's CPU work ran on
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     tensorboard_dir = tensorboard_record.tensorboard_logdir(trainer, output_dir)
-    console.print_end(metrics, output_dir, tensorboard_dir, first_train_loss, run_name=config.get("run_name", ""))
+    monitor = getattr(trainer.checkpoint_callback, "monitor", None)
+    kept = f"best {monitor}" if monitor else "the last epoch"
+    console.print_end(metrics, output_dir, tensorboard_dir, first_train_loss, run_name=config.get("run_name", ""), kept=kept)
 
 
 def optimized(metrics: dict[str, Any], optimized_metric: str | Sequence[str]) -> float | list[float] | None:
