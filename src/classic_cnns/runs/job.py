@@ -141,7 +141,9 @@ def finish(
     tensorboard_dir = tensorboard_record.tensorboard_logdir(trainer, output_dir)
     monitor = getattr(trainer.checkpoint_callback, "monitor", None)
     kept = f"best {monitor}" if monitor else "the last epoch"
-    console.print_end(metrics, output_dir, tensorboard_dir, first_train_loss, run_name=config.get("run_name", ""), kept=kept)
+    console.print_end(
+        metrics, output_dir, tensorboard_dir, first_train_loss, run_name=config.get("run_name", ""), kept=kept
+    )
 
 
 def optimized(metrics: dict[str, Any], optimized_metric: str | Sequence[str]) -> float | list[float] | None:
