@@ -20,11 +20,12 @@ def test_every_config_group_has_a_row():
 def test_every_row_names_a_key_of_the_config_or_a_group(make_cfg):
     cfg = make_cfg()
     groups = {path.name for path in CONF_DIR.iterdir() if path.is_dir()}
+    options_of = {group: [OmegaConf.load(path) for path in (CONF_DIR / group).glob("*.yaml")] for group in groups}
     for key in KEYS:
         if key in groups or key.startswith("trainer."):  # trainer.max_steps & co: Trainer arguments that may be unset
             continue
         group, _, rest = key.partition(".")
-        options = [OmegaConf.load(path) for path in (CONF_DIR / group).glob("*.yaml")] if group in groups else []
+        options = options_of.get(group, [])
         in_default = OmegaConf.select(cfg, key, default="<absent>", throw_on_resolution_failure=False) != "<absent>"
         assert in_default or any(rest in option for option in options), key  # data.decode: data=imagefolder's
 

@@ -143,7 +143,8 @@ def config_tree(cfg: DictConfig, hydra: DictConfig | None = None) -> Tree:
         for g, o in (hydra.runtime.choices.items() if hydra else ())
         if not g.startswith(("hydra", "paths")) and o is not None
     }
-    choices = dict(sorted(choices.items(), key=lambda item: (item[0] not in keys_with(STUDIED), item[0])))
+    studied = keys_with(STUDIED)
+    choices = dict(sorted(choices.items(), key=lambda item: (item[0] not in studied, item[0])))
     tree = Tree(f"[bold]{escape(hydra.job.name) if hydra else 'train'}[/bold] config", guide_style="dim")
     groups = tree.add("groups")
     given = {o.split("=", 1)[0].lstrip("+~"): o.split("=", 1)[-1] for o in overrides}  # a sweep's `pooling=max,avg` too

@@ -249,20 +249,20 @@ def predict(
         )
     files = image_files(inputs)
     resize = getattr(datamodule, "resize", "stretch")  # an image folder's; the built-in sets are stretched
-    for start in range(0, len(files), BATCH):  # decoded in threads, classified in one forward pass per batch
-        with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:  # decodes; each batch is classified in one forward pass
+        for start in range(0, len(files), BATCH):
             loaded = list(pool.map(lambda file: _read(file, info, resize, invert, dark), files[start : start + BATCH]))
-        readable = [(path, pixels, inverted) for path, pixels, inverted, _ in loaded if pixels is not None]
-        if readable:
-            batch = torch.stack([pixels for _, pixels, _ in readable]).to(device)
-            top = model(datamodule.transform(batch)).float().softmax(1).topk(k)
-            ranked = iter(zip(top.indices.tolist(), top.values.tolist()))
-        for path, pixels, inverted, problem in loaded:
-            if pixels is None:
-                predictions.append(Prediction(str(path), [], [], problem))
-            else:
-                indices, values = next(ranked)
-                predictions.append(Prediction(str(path), [names[i] for i in indices], values, inverted=inverted))
+            readable = [(path, pixels, inverted) for path, pixels, inverted, _ in loaded if pixels is not None]
+            if readable:
+                batch = torch.stack([pixels for _, pixels, _ in readable]).to(device)
+                top = model(datamodule.transform(batch)).float().softmax(1).topk(k)
+                ranked = iter(zip(top.indices.tolist(), top.values.tolist()))
+            for path, pixels, inverted, problem in loaded:
+                if pixels is None:
+                    predictions.append(Prediction(str(path), [], [], problem))
+                else:
+                    indices, values = next(ranked)
+                    predictions.append(Prediction(str(path), [names[i] for i in indices], values, inverted=inverted))
     if not predictions:
         raise ClassicCNNsError(f"no files found in {inputs}")
     return predictions
