@@ -1,17 +1,26 @@
 """Tiny MNIST and CIFAR-10 sets in the real on-disk formats, and configs composed from conf/."""
 
+import contextlib
 import importlib.util
+import io
+import logging
 import os
 import pickle
+import runpy
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import traceback
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from omegaconf import DictConfig
 
 from classic_cnns.runs.entry_points import compose_train_config
@@ -103,6 +112,64 @@ def make_cfg(tmp_path, data_dir):
         return compose_config([*FAST, *overrides], output_dir or tmp_path / "run", data_dir)
 
     return make
+
+
+# --- commands as a user types them ----------------------------------------------------------
+def run_command(script: Path, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python SCRIPT ARGS` run in this process, as a subprocess would run it: the script runs as
+    __main__ (runpy), with its own argv, working directory, environment, fresh warning filters and
+    stdout/stderr; its exit code is what it passed to sys.exit. What it changes in the process
+    (environment, logging, torch threads, signal handlers) is put back afterwards. Why: a new
+    process pays ~7-13 s of imports (lightning -> torchmetrics -> torchvision) on a 2-core CI
+    machine, more than most runs take. Where the process boundary is itself under test (DDP's
+    ranks, kills, concurrent runs, SLURM jobs), tests start real processes."""
+    saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv[:], os.getcwd()
+    root_logger = logging.getLogger()
+    saved_handlers, saved_level = root_logger.handlers[:], root_logger.level
+    saved_threads = torch.get_num_threads()
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    stdout, stderr = io.StringIO(), io.StringIO()
+    returncode = 0
+    os.environ.update(env or {})
+    os.chdir(cwd)
+    sys.argv = [str(script), *args]
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+        ):
+            warnings.resetwarnings()  # a new interpreter's filters, and warnings shown again
+            warnings.simplefilter("default")
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+                warnings.formatwarning(message, category, filename, lineno, line)
+            )
+            try:
+                runpy.run_path(str(script), run_name="__main__")
+            except SystemExit as stop:
+                if stop.code is None or isinstance(stop.code, int):
+                    returncode = stop.code or 0
+                else:  # sys.exit("message") prints it and exits 1
+                    print(stop.code, file=sys.stderr)
+                    returncode = 1
+            except Exception:  # as Python does for an uncaught exception
+                traceback.print_exc()
+                returncode = 1
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for handler in root_logger.handlers:
+            if handler not in saved_handlers:
+                handler.close()
+        root_logger.handlers[:] = saved_handlers
+        root_logger.setLevel(saved_level)
+        torch.set_num_threads(saved_threads)
+        for number, handler in saved_signals.items():
+            signal.signal(number, handler)
+    return subprocess.CompletedProcess([script, *args], returncode, stdout.getvalue(), stderr.getvalue())
 
 
 # --- services: tests that need them skip where they cannot start, and fail under CI (CI=true) ---

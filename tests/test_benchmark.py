@@ -1,8 +1,5 @@
 """scripts/benchmark.py: the three ways do and time the same work, repeated and interleaved."""
 
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -22,7 +19,7 @@ from classic_cnns.tools.benchmark.measure import (
 )
 from classic_cnns.tools.benchmark.report import results_from_json, section, spread, to_markdown, write_section
 
-from .conftest import ROOT, write_cifar10
+from .conftest import ROOT, run_command, write_cifar10
 
 
 def test_benchmark_script_repeats_each_way_interleaved_under_the_same_switches(data_dir, tmp_path):
@@ -40,14 +37,8 @@ def test_benchmark_script_repeats_each_way_interleaved_under_the_same_switches(d
         "benchmark.repeats=2",
         "benchmark.doc=null",
     ]
-    env = {**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir)}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_command(
+        ROOT / "scripts" / "benchmark.py", *args, cwd=tmp_path, env={"CLASSIC_CNNS_DATA_DIR": str(data_dir)}
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (tmp_path / "outputs" / "runs").glob("*/*")

@@ -9,20 +9,22 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from .conftest import ROOT, tensorboard_run
+from .conftest import ROOT, run_command, tensorboard_run
 
 FAST = ["trainer=debug", "data.batch_size=32", "data.val_size=40", "data.eval_batch_size=50"]
 
 
 def run_cli(*args: str, data_dir, cwd) -> subprocess.CompletedProcess:
+    """`python train.py ARGS`, run in this process (conftest.run_command)."""
+    env = {"CLASSIC_CNNS_DATA_DIR": str(data_dir), "HYDRA_FULL_ERROR": "0"}
+    return run_command(ROOT / "train.py", *args, cwd=cwd, env=env)
+
+
+def run_process(*args: str, data_dir, cwd) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` in a process of its own: for what crosses the process boundary (DDP's ranks)."""
     env = {**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir), "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240
     )
 
 
@@ -130,7 +132,7 @@ def test_ddp_on_cpu_runs_two_processes_in_one_run_dir(data_dir, tmp_path):
         "trainer.limit_test_batches=2",
     ]
     data = [o for o in FAST if o.startswith("data.")]
-    result = run_cli("trainer=ddp", "trainer.accelerator=cpu", *limits, *data, data_dir=data_dir, cwd=tmp_path)
+    result = run_process("trainer=ddp", "trainer.accelerator=cpu", *limits, *data, data_dir=data_dir, cwd=tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2" in result.stdout + result.stderr
     (run,) = (tmp_path / "outputs" / "runs").glob("*/*")  # the second rank wrote into the same dir
@@ -146,7 +148,7 @@ def test_ddp_inside_a_multirun_runs_each_job_once_on_two_ranks(data_dir, tmp_pat
     ]
     data = [o for o in FAST if o.startswith("data.")]
     args = ["-m", "trainer=ddp", "trainer.accelerator=cpu", "pooling=max,avg", "seed=null", *limits, *data]
-    result = run_cli(*args, data_dir=data_dir, cwd=tmp_path)
+    result = run_process(*args, data_dir=data_dir, cwd=tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")  # the ranks did not start sweeps of their own
     assert not (tmp_path / "outputs" / "runs").exists()

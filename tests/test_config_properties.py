@@ -8,8 +8,6 @@ of a known kind is covered as it stands; a new kind fails test_every_kind_has_a_
 import copy
 import math
 import shutil
-import subprocess
-import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -21,7 +19,7 @@ from omegaconf import OmegaConf, open_dict
 
 from classic_cnns.runs.config_checks import CHECKS, ConfigError, require_visible_gpu, validate
 
-from .conftest import CONF_DIR, ROOT
+from .conftest import CONF_DIR, ROOT, run_command
 
 NOT_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
 WRONG_TYPES = st.one_of(
@@ -193,13 +191,7 @@ def test_trainer_gpu_without_a_gpu_names_the_fix(monkeypatch):
 
 
 def test_the_command_line_exits_1_with_one_line_and_no_run_dir(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "optimizer.momentum=nan", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    done = run_command(ROOT / "train.py", "optimizer.momentum=nan", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr.strip() == "error: invalid config: optimizer.momentum=nan is not allowed: use a number in [0, 1)"
     assert not (tmp_path / "run").exists()

@@ -1,8 +1,6 @@
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ from classic_cnns import ClassicCNNsError
 from classic_cnns.runs.train import train
 from classic_cnns.tools.inference import evaluate, predict
 
-from .conftest import FAST, ROOT, compose_config
+from .conftest import FAST, ROOT, compose_config, run_command
 from .test_untrusted import checkpoint_like_train
 
 
@@ -51,19 +49,8 @@ def test_evaluate_command_is_quiet_and_writes_beside_the_checkpoint(trained, tmp
     fake_slurm.mkdir()
     (fake_slurm / "srun").write_text("#!/bin/sh\n")
     (fake_slurm / "srun").chmod(0o755)
-    env = {
-        **os.environ,
-        "PATH": f"{fake_slurm}{os.pathsep}{os.environ['PATH']}",
-        "CLASSIC_CNNS_DATA_DIR": str(data_dir),
-    }
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), "ckpt_path=x/model.ckpt"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=120,
-    )
+    env = {"PATH": f"{fake_slurm}{os.pathsep}{os.environ['PATH']}", "CLASSIC_CNNS_DATA_DIR": str(data_dir)}
+    result = run_command(ROOT / "scripts" / "evaluate.py", "ckpt_path=x/model.ckpt", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr == ""  # no srun hint, no deprecation from Lightning's code, no "GPU available"
     assert result.stdout.rstrip().endswith(f"written to {tmp_path / 'x' / 'model_evaluation'}")
@@ -99,18 +86,12 @@ def test_predict_any_image_and_report_bad_files_without_stopping(trained, tmp_pa
 def test_predict_command_prints_a_table_and_writes_csv(trained, tmp_path):
     _, metrics = trained
     inputs = make_inputs(tmp_path / "in")
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "predict.py"),
-            f"ckpt_path={metrics['best_checkpoint']}",
-            f"inputs={inputs}",
-            f"csv={tmp_path / 'out.csv'}",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_command(
+        ROOT / "scripts" / "predict.py",
+        f"ckpt_path={metrics['best_checkpoint']}",
+        f"inputs={inputs}",
+        f"csv={tmp_path / 'out.csv'}",
         cwd=tmp_path,
-        timeout=120,
     )
     assert result.returncode == 1  # some files failed
     assert "big.jpg" in result.stdout and "error: not a readable image" in result.stdout

@@ -258,7 +258,14 @@ def test_ctrl_c_stops_the_search_at_once_and_ends_its_running_jobs(tmp_path):
     sweeper.config = OmegaConf.create({"hydra": {"launcher": {}}})
     study = optuna.create_study(direction="maximize")
     space = {"trainer.max_epochs": CategoricalDistribution([1])}
-    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    launcher = sweeper.launcher
+
+    def interrupt_once_both_jobs_run():  # Ctrl-C while both trials' processes run, however loaded the machine
+        while len(launcher.children) < 2 or not all(child.is_alive() for child in launcher.children):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_both_jobs_run, daemon=True).start()
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         sweeper.run_trials(study, space, [], slots=2, wanted=2, sweep_dir=tmp_path, storage_url="unused", metric=None)

@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -16,7 +14,7 @@ from classic_cnns.tools.sweep_report import (
     write_report,
 )
 
-from .conftest import ROOT
+from .conftest import ROOT, run_command
 from .test_cli import FAST, run_cli
 
 
@@ -105,12 +103,7 @@ def test_report_of_a_fast_dev_run_sweep(tmp_path):
 
 
 def test_report_command_and_a_wrong_directory(sweep, tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_command(ROOT / "scripts" / "report.py", str(sweep), str(tmp_path), cwd=tmp_path)
     assert result.returncode == 0 and "| pooling=max" in result.stdout
     with pytest.raises(ClassicCNNsError, match="holds no job directories"):
         write_report(tmp_path)
@@ -157,12 +150,7 @@ def test_epochs_to_a_training_accuracy_and_validation_only_at_the_end(tmp_path):
 
 
 def test_report_command_rejects_a_target_that_is_not_an_accuracy(sweep):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "report.py"), str(sweep), "--train-acc-target", "75"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_command(ROOT / "scripts" / "report.py", str(sweep), "--train-acc-target", "75", cwd=sweep)
     assert result.returncode == 2 and "--train-acc-target is an accuracy in (0, 1], got 75.0" in result.stderr
 
 

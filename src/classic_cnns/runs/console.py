@@ -53,23 +53,38 @@ def _not_chatter(record: logging.LogRecord) -> bool:
     return logging.getLogger().isEnabledFor(logging.DEBUG) or logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
+def _handlers_reached(logger: logging.Logger) -> tuple[list[logging.Handler], bool]:
+    """The handlers a record of `logger` reaches (logging's propagation walk), and whether the
+    walk reaches the root logger."""
+    handlers, current = [], logger
+    while current is not None:
+        handlers.extend(current.handlers)
+        if current.parent is None:
+            return handlers, True
+        if not current.propagate:
+            return handlers, False
+        current = current.parent
+    return handlers, True
+
+
 def route_lightning_logs() -> None:
-    """Lightning logs through handlers of its own (it was imported before Hydra set up logging),
-    so its lines never reached the run's log file (`train.log`): they go there now, all of them,
-    while its console leaves out the start-up and checkpoint-restore chatter unless the run is
-    verbose (`hydra.verbose=true`)."""
+    """Lightning logs through handlers of its own when it was imported before logging was set up
+    (as train.py does), so its lines never reached the run's log file (`train.log`): they go there
+    now, all of them, while every console handler its lines reach (its own, or the root's where
+    they propagate, as in a notebook or a test runner) leaves out the start-up and
+    checkpoint-restore chatter unless the run is verbose (`hydra.verbose=true`)."""
     run_logs = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]  # Hydra's job log
     for name in LIGHTNING_LOGGERS:
         logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
-            if handler in _run_log_files:  # a previous job's file (a sweep runs jobs in one process)
-                logger.removeHandler(handler)
-            elif not isinstance(handler, logging.FileHandler) and _not_chatter not in handler.filters:
+        for handler in [h for h in logger.handlers if h in _run_log_files]:  # a previous job's (one sweep process)
+            logger.removeHandler(handler)
+        handlers, reaches_root = _handlers_reached(logger)
+        for handler in handlers:
+            if not isinstance(handler, logging.FileHandler) and _not_chatter not in handler.filters:
                 handler.addFilter(_not_chatter)
-        if not logger.propagate:
+        if not reaches_root:
             for handler in run_logs:
                 logger.addHandler(handler)
-    _run_log_files[:] = run_logs
 
 
 def quiet_dependencies() -> None:

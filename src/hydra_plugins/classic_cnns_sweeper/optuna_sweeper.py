@@ -42,6 +42,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,6 +85,7 @@ STATUS = {
 }  # as sweep_summary.json says
 SLURM_TRIALS_AT_ONCE = 4  # the default on SLURM; hydra.sweeper.n_jobs sets more
 BLIND_RATIO = 4  # more than n_trials / 4 trials at once: a warning that the sampler is nearly blind
+STOP_GRACE_S = 5.0  # a stopped search's job processes get this long to end on SIGTERM, then SIGKILL
 DEAD_AFTER_BEATS = 4  # a RUNNING trial not stamped for 4 heartbeats: its worker is dead
 # Hydra's launchers log each launch ("Launching jobs", "#0 : <every override>"); launched one trial
 # at a time that is a misnumbered line full of plumbing, so the sweeper logs its own per trial.
@@ -390,8 +392,14 @@ class OptunaSweeper(CheckedSweeper):
         are ended, or Python's exit would wait for every running trial, and the SLURM jobs it
         submitted (submitit keeps one folder per job id) are cancelled. A search killed with
         SIGKILL leaves its SLURM jobs running (issue 24 item 3: not reattached)."""
-        for child in multiprocessing.active_children():
+        children = multiprocessing.active_children()
+        for child in children:
             child.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for child in children:  # a child that ignores SIGTERM (a handler of its own, a lock held at fork)
+            child.join(timeout=max(0.0, deadline - time.monotonic()))
+            if child.is_alive():
+                child.kill()
         folders = self.config.hydra.launcher.get("submitit_folder")
         if folders and shutil.which("scancel"):
             submitted = [
