@@ -247,11 +247,9 @@ class Acceptance:
         )
 
     def check_resume_after_kill(self) -> tuple[bool | None, str]:
+        """Only the run to kill needs a process of its own; the other two run in this one."""
         epochs = [*CHECK_EPOCHS, "seed=0"]
-        done, _ = self.cli(*epochs, run_dir=self.out / "uninterrupted")
-        if done.returncode != 0:
-            return False, f"the uninterrupted run failed: {done.stderr[-300:]}"
-        whole = json.loads((self.out / "uninterrupted" / "metrics.json").read_text())
+        whole = self.run("uninterrupted", *epochs)
         killed_dir = self.out / "killed"
         kill = "+callbacks.kill={_target_:gpu_acceptance.KillAtEpoch,epoch:1}"
         done, _ = self.cli(*epochs, kill, run_dir=killed_dir)
@@ -259,11 +257,7 @@ class Acceptance:
             return False, f"the run to kill ended with {done.returncode}: {done.stderr[-300:]}"
         # Resumed in its own dir, where ModelCheckpoint finds the best checkpoint so far (in
         # another dir it would start a new best, and a tie could keep a different checkpoint).
-        last = killed_dir / "checkpoints" / "last.ckpt"
-        done, _ = self.cli(*epochs, f"ckpt_path={last}", run_dir=killed_dir)
-        if done.returncode != 0:
-            return False, f"the resumed run failed: {done.stderr[-300:]}"
-        resumed = json.loads((killed_dir / "metrics.json").read_text())
+        resumed = self.run("killed", *epochs, f"ckpt_path={killed_dir / 'checkpoints' / 'last.ckpt'}")
         keys = ("val/acc", "val/loss", "test/acc", "test/loss")
         differences = {k: abs(whole[k] - resumed[k]) for k in keys}
         tolerance = 0.0 if self.dry else 0.005

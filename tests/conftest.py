@@ -118,58 +118,78 @@ def make_cfg(tmp_path, data_dir):
 def run_command(script: Path, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`python SCRIPT ARGS` run in this process, as a subprocess would run it: the script runs as
     __main__ (runpy), with its own argv, working directory, environment, fresh warning filters and
-    stdout/stderr; its exit code is what it passed to sys.exit. What it changes in the process
-    (environment, logging, torch threads, signal handlers) is put back afterwards. Why: a new
-    process pays ~7-13 s of imports (lightning -> torchmetrics -> torchvision) on a 2-core CI
-    machine, more than most runs take. Where the process boundary is itself under test (DDP's
-    ranks, kills, concurrent runs, SLURM jobs), tests start real processes."""
+    stdout/stderr (file descriptors 1 and 2, so the output of the processes it starts, such as a
+    DDP rank, is captured too); its exit code is what it passed to sys.exit. What it changes in the
+    process (environment, logging, torch threads, signal handlers, a process group) is put back
+    afterwards. Why: a new process pays ~7-13 s of imports (lightning -> torchmetrics ->
+    torchvision) on a 2-core CI machine, more than most runs take. Where the process boundary is
+    itself under test (kills, concurrent runs, a search's own signals), tests start processes."""
     saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv[:], os.getcwd()
     root_logger = logging.getLogger()
     saved_handlers, saved_level = root_logger.handlers[:], root_logger.level
     saved_threads = torch.get_num_threads()
     saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    stdout, stderr = io.StringIO(), io.StringIO()
+    # Lightning's loggers log through the root's handlers (Hydra's), once a line, as where logging
+    # is set up before Lightning is imported; in train.py's own process they have handlers of
+    # their own (tested in real processes: test_cli.test_runs_started_together_never_share_a_dir).
+    lightning_loggers = [logging.getLogger(name) for name in ("lightning", "lightning.pytorch", "lightning.fabric")]
+    saved_lightning = [(logger.handlers[:], logger.propagate) for logger in lightning_loggers]
+    for logger in lightning_loggers:
+        logger.handlers[:], logger.propagate = [], True
     returncode = 0
-    os.environ.update(env or {})
-    os.chdir(cwd)
-    sys.argv = [str(script), *args]
-    try:
-        with (
-            warnings.catch_warnings(),
-            contextlib.redirect_stdout(stdout),
-            contextlib.redirect_stderr(stderr),
-        ):
-            warnings.resetwarnings()  # a new interpreter's filters, and warnings shown again
-            warnings.simplefilter("default")
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
-                warnings.formatwarning(message, category, filename, lineno, line)
-            )
-            try:
-                runpy.run_path(str(script), run_name="__main__")
-            except SystemExit as stop:
-                if stop.code is None or isinstance(stop.code, int):
-                    returncode = stop.code or 0
-                else:  # sys.exit("message") prints it and exits 1
-                    print(stop.code, file=sys.stderr)
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        sys.stdout.flush(), sys.stderr.flush()
+        saved_fds = os.dup(1), os.dup(2)
+        os.dup2(out_file.fileno(), 1)
+        os.dup2(err_file.fileno(), 2)
+        stdout, stderr = (io.TextIOWrapper(open(fd, "wb", closefd=False), write_through=True) for fd in (1, 2))
+        os.environ.update(env or {})
+        os.chdir(cwd)
+        sys.argv = [str(script), *args]
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                warnings.resetwarnings()  # a new interpreter's filters, and warnings shown again
+                warnings.simplefilter("default")
+                warnings.filterwarnings("ignore", category=DeprecationWarning)
+                warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: print(
+                    warnings.formatwarning(message, category, filename, lineno, line), end="", file=sys.stderr
+                )
+                try:
+                    runpy.run_path(str(script), run_name="__main__")
+                except SystemExit as stop:
+                    if stop.code is None or isinstance(stop.code, int):
+                        returncode = stop.code or 0
+                    else:  # sys.exit("message") prints it and exits 1
+                        print(stop.code, file=sys.stderr)
+                        returncode = 1
+                except Exception:  # as Python does for an uncaught exception
+                    traceback.print_exc()
                     returncode = 1
-            except Exception:  # as Python does for an uncaught exception
-                traceback.print_exc()
-                returncode = 1
-    finally:
-        sys.argv = saved_argv
-        os.chdir(saved_cwd)
-        os.environ.clear()
-        os.environ.update(saved_env)
-        for handler in root_logger.handlers:
-            if handler not in saved_handlers:
-                handler.close()
-        root_logger.handlers[:] = saved_handlers
-        root_logger.setLevel(saved_level)
-        torch.set_num_threads(saved_threads)
-        for number, handler in saved_signals.items():
-            signal.signal(number, handler)
-    return subprocess.CompletedProcess([script, *args], returncode, stdout.getvalue(), stderr.getvalue())
+        finally:
+            stdout.flush(), stderr.flush()
+            os.dup2(saved_fds[0], 1)
+            os.dup2(saved_fds[1], 2)
+            for fd in saved_fds:
+                os.close(fd)
+            sys.argv = saved_argv
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+            for handler in root_logger.handlers:
+                if handler not in saved_handlers:
+                    handler.close()
+            root_logger.handlers[:] = saved_handlers
+            root_logger.setLevel(saved_level)
+            for logger, (handlers, propagate) in zip(lightning_loggers, saved_lightning):
+                logger.handlers[:], logger.propagate = handlers, propagate
+            torch.set_num_threads(saved_threads)
+            if torch.distributed.is_initialized():  # a DDP rank 0 that stopped before its teardown
+                torch.distributed.destroy_process_group()
+            for number, handler in saved_signals.items():
+                signal.signal(number, handler)
+        out_file.seek(0), err_file.seek(0)
+        output, errors = (f.read().decode(errors="replace") for f in (out_file, err_file))
+    return subprocess.CompletedProcess([script, *args], returncode, output, errors)
 
 
 # --- services: tests that need them skip where they cannot start, and fail under CI (CI=true) ---

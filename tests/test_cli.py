@@ -112,16 +112,18 @@ def test_runs_started_together_never_share_a_dir(data_dir, tmp_path):
             [sys.executable, str(ROOT / "train.py"), *FAST, "callbacks=none", "logger=csv"],
             cwd=tmp_path,
             env={**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
         )
         for _ in range(2)
     ]
-    for proc in procs:
-        assert proc.wait(timeout=240) == 0, proc.stderr.read()[-3000:]
+    outputs = [proc.communicate(timeout=240)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs[0][-3000:]
     runs = list((tmp_path / "outputs" / "runs").glob("*/*"))
     assert len(runs) == 2 and all((run / "metrics.json").exists() for run in runs)
+    for chatter in ("GPU available", "Loading `train_dataloader`", "`Trainer.fit` stopped"):  # Lightning's own handlers
+        assert chatter not in outputs[0], chatter
 
 
 def test_ddp_on_cpu_runs_two_processes_in_one_run_dir(data_dir, tmp_path):
@@ -132,7 +134,7 @@ def test_ddp_on_cpu_runs_two_processes_in_one_run_dir(data_dir, tmp_path):
         "trainer.limit_test_batches=2",
     ]
     data = [o for o in FAST if o.startswith("data.")]
-    result = run_process("trainer=ddp", "trainer.accelerator=cpu", *limits, *data, data_dir=data_dir, cwd=tmp_path)
+    result = run_cli("trainer=ddp", "trainer.accelerator=cpu", *limits, *data, data_dir=data_dir, cwd=tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2" in result.stdout + result.stderr
     (run,) = (tmp_path / "outputs" / "runs").glob("*/*")  # the second rank wrote into the same dir
@@ -148,7 +150,7 @@ def test_ddp_inside_a_multirun_runs_each_job_once_on_two_ranks(data_dir, tmp_pat
     ]
     data = [o for o in FAST if o.startswith("data.")]
     args = ["-m", "trainer=ddp", "trainer.accelerator=cpu", "pooling=max,avg", "seed=null", *limits, *data]
-    result = run_process(*args, data_dir=data_dir, cwd=tmp_path)
+    result = run_cli(*args, data_dir=data_dir, cwd=tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")  # the ranks did not start sweeps of their own
     assert not (tmp_path / "outputs" / "runs").exists()
