@@ -50,7 +50,7 @@ def test_ranks_share_rank_0s_placement_and_count_each_test_image_once(tmp_path):
         write_idx(raw / f"{prefix}-images-idx3-ubyte", np.zeros((len(labels), 28, 28), dtype=np.uint8))
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.array(labels, dtype=np.uint8))
     trainer = L.Trainer(
-        strategy="ddp_spawn",
+        strategy="ddp_fork",
         accelerator="cpu",
         devices=2,
         logger=False,

@@ -394,7 +394,7 @@ def test_a_killed_search_reruns_its_running_trial_and_repeats_no_parameters(data
     killed = trials(sweep / "optuna.journal")[1]
     assert killed.state.name == "RUNNING"
 
-    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    again = run_cli(*command[2:], data_dir=data_dir, cwd=tmp_path)  # the same command, in this process
     assert again.returncode == 0, again.stderr[-3000:]
     after = trials(sweep / "optuna.journal")
     assert [t.state.name for t in after] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]  # n_trials=3 finished ones
