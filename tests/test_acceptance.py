@@ -20,23 +20,41 @@ def acceptance():
     del sys.modules["gpu_acceptance"]
 
 
-def test_dry_mode_runs_every_step_and_writes_the_summary(acceptance, data_dir, tmp_path):
+# Each part as a test of its own: the parts take 10-40 s each, and pytest-xdist can share them out.
+@pytest.mark.parametrize(
+    "part, expected",
+    [
+        (
+            "checks",
+            {
+                "a killed run resumes to the uninterrupted run's metrics": True,
+                "hydra/launcher=per_gpu gives each job its own GPU": None,  # needs GPUs, says so
+            },
+        ),
+        (
+            "bench",
+            {
+                "benchmark: lenet5_fast GPU candidates": True,
+                "benchmark: AlexNet on CIFAR-10 (alexnet_fast)": None,  # the LeNet-5 benchmark's steps, on a GPU only
+            },
+        ),
+        ("sweep", {"the 12-job sweep, parallel and sequential": True}),
+    ],
+)
+def test_dry_mode_runs_every_step_of_a_part_and_writes_the_summary(acceptance, data_dir, tmp_path, part, expected):
     doc = tmp_path / "benchmarks.md"
     run = acceptance.Acceptance(tmp_path / "out", data_dir, doc, dry=True, repeats=1, budget_s=600)
-    assert run.all(), [s for s in run.steps if s.ok is False]
+    assert run.all(part), [s for s in run.steps if s.ok is False]
     ran = {s.name: s.ok for s in run.steps}
-    assert ran["a killed run resumes to the uninterrupted run's metrics"] is True
-    assert ran["hydra/launcher=per_gpu gives each job its own GPU"] is None  # needs GPUs, says so
-    assert ran["benchmark: lenet5_fast GPU candidates"] is True
-    assert ran["benchmark: AlexNet on CIFAR-10 (alexnet_fast)"] is None  # the LeNet-5 benchmark's steps, on a GPU only
+    assert set(ran) == {name for name, _ in run.parts()[part]}
+    assert {name: ran[name] for name in expected} == expected
     text = doc.read_text()
-    for section in (
-        "LeNet-5 on MNIST (lenet5_fast)",
-        "AlexNet at 224x224, throughput",
-        "GPU acceptance (all)",
-    ):
-        assert f"<!-- benchmark: {section}, CPU (dry mode) -->" in text
-    assert "| 12-job LeNet-5 sweep <= 60 s | parallel " in text and "nothing measured" in text
+    assert f"<!-- benchmark: GPU acceptance ({part}), CPU (dry mode) -->" in text
+    if part == "bench":
+        for section in ("LeNet-5 on MNIST (lenet5_fast)", "AlexNet at 224x224, throughput"):
+            assert f"<!-- benchmark: {section}, CPU (dry mode) -->" in text
+    if part == "sweep":
+        assert "| 12-job LeNet-5 sweep <= 60 s | parallel " in text and "nothing measured" in text
 
 
 def test_a_step_after_the_budget_is_spent_is_reported_not_run(acceptance, data_dir, tmp_path):

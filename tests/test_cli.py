@@ -141,29 +141,6 @@ def test_ddp_on_cpu_runs_two_processes_in_one_run_dir(data_dir, tmp_path):
     assert (run / "metrics.json").exists() and (run / "train_ddp_process_1.log").exists()
 
 
-def test_ddp_inside_a_multirun_runs_each_job_once_on_two_ranks(data_dir, tmp_path):
-    limits = [
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=3",
-        "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2",
-    ]
-    data = [o for o in FAST if o.startswith("data.")]
-    args = ["-m", "trainer=ddp", "trainer.accelerator=cpu", "pooling=max,avg", "seed=null", *limits, *data]
-    result = run_cli(*args, data_dir=data_dir, cwd=tmp_path)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")  # the ranks did not start sweeps of their own
-    assert not (tmp_path / "outputs" / "runs").exists()
-    seeds = []
-    for job in (sweep / "0", sweep / "1"):
-        assert (job / "metrics.json").exists() and (job / "train_ddp_process_1.log").exists()
-        seeds.append(json.loads((job / "metrics.json").read_text())["seed"])
-    output = result.stdout + result.stderr
-    assert output.count("MEMBER: 2/2") == 2 and seeds[0] != seeds[1]
-    for seed in seeds:  # both ranks of a job drew the same seed (seed=null)
-        assert output.count(f"Seed set to {seed}") == 2
-
-
 def test_the_parallel_launcher_runs_every_job_and_survives_a_failed_one(data_dir, tmp_path):
     """joblib runs both jobs at once (hydra/launcher=slurm, submitit's, runs on a real SLURM
     cluster in tests/test_slurm.py)."""

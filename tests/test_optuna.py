@@ -472,7 +472,8 @@ def test_parallel_trials_on_postgresql_in_a_multi_objective_search(data_dir, tmp
 
 def test_a_ddp_trial_runs_once_on_two_ranks_and_a_pruned_trial_is_no_failure(data_dir, tmp_path):
     """trainer=ddp inside a search: the relaunched rank runs the trial's overrides (no search of
-    its own); rank 0 reports each epoch, the pruner stops both ranks, the trial is PRUNED."""
+    its own, no run of its own), with the seed rank 0 drew (seed=null); rank 0 reports each epoch,
+    the pruner stops both ranks, the trial is PRUNED."""
     sweep = tmp_path / "search"
     data = [o for o in FAST if o.startswith("data.")]
     result = run_cli(
@@ -483,10 +484,13 @@ def test_a_ddp_trial_runs_once_on_two_ranks_and_a_pruned_trial_is_no_failure(dat
         "trainer.accelerator=cpu",
         f"hydra.sweep.dir={sweep}",
         *PRUNE_SECOND_EPOCH,
+        "seed=null",
         data_dir=data_dir,
         cwd=tmp_path,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    seeds = [json.loads((sweep / job / "metrics.json").read_text())["seed"] for job in ("0", "1")]
+    assert seeds[0] != seeds[1] and all((result.stdout + result.stderr).count(f"Seed set to {s}") == 2 for s in seeds)
     done = trials(sweep / "optuna.journal")
     assert {t.params["trainer.max_epochs"]: t.state.name for t in done} == {1: "COMPLETE", 3: "PRUNED"}
     assert {t.params["trainer.max_epochs"]: sorted(t.intermediate_values) for t in done} == {1: [0], 3: [0, 1]}
