@@ -269,10 +269,21 @@ def test_ctrl_c_stops_the_search_at_once_and_ends_its_running_jobs(tmp_path):
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         sweeper.run_trials(study, space, [], slots=2, wanted=2, sweep_dir=tmp_path, storage_url="unused", metric=None)
-    for child in sweeper.launcher.children:
-        child.join(timeout=10)
-    assert len(sweeper.launcher.children) == 2 and not any(child.is_alive() for child in sweeper.launcher.children)
+    # From the kernel's side (/proc): the launch threads' own join() reaps the children, and a
+    # reaped child can look alive to this thread's is_alive() (multiprocessing's waitpid race).
+    deadline = time.monotonic() + 10
+    while not all(process_ended(child.pid) for child in launcher.children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(launcher.children) == 2 and all(process_ended(child.pid) for child in launcher.children)
     assert time.monotonic() - started < 15
+
+
+def process_ended(pid: int) -> bool:
+    """The process is gone, or a zombie (it has ended; nobody has reaped it yet)."""
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 # --- workers sharing one study draw different parameters ----------------------------------------

@@ -229,6 +229,17 @@ def sigterm_raises():
         signal.signal(signal.SIGTERM, previous)
 
 
+def wait_for(ended: queue.Queue) -> Any:
+    """The next item of `ended`, waking every second: a Ctrl-C that the kernel delivered to another
+    thread is only acted on when this (the main) thread runs, so an untimed get() would leave it
+    pending until a running trial ended."""
+    while True:
+        try:
+            return ended.get(timeout=1.0)
+        except queue.Empty:
+            continue
+
+
 def shown(value: Any) -> str:
     """A parameter as a trial line shows it: floats to 4 significant digits."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -370,7 +381,7 @@ class OptunaSweeper(CheckedSweeper):
                             ).start()
                     if not running:
                         break
-                    trial, returns = ended.get()
+                    trial, returns = wait_for(ended)
                     del running[trial.number]
                     heartbeat.remove(trial)
                     if isinstance(returns, BaseException):
@@ -392,14 +403,18 @@ class OptunaSweeper(CheckedSweeper):
         are ended, or Python's exit would wait for every running trial, and the SLURM jobs it
         submitted (submitit keeps one folder per job id) are cancelled. A search killed with
         SIGKILL leaves its SLURM jobs running (issue 24 item 3: not reattached)."""
-        children = multiprocessing.active_children()
-        for child in children:
-            child.terminate()
-        deadline = time.monotonic() + STOP_GRACE_S
-        for child in children:  # a child that ignores SIGTERM (a handler of its own, a lock held at fork)
-            child.join(timeout=max(0.0, deadline - time.monotonic()))
-            if child.is_alive():
-                child.kill()
+        deadline, signalled = time.monotonic() + STOP_GRACE_S, []
+        while True:  # looked at again: a launch thread may be starting a process right now
+            for child in multiprocessing.active_children():
+                if child not in signalled:
+                    child.terminate()
+                    signalled.append(child)
+            alive = [child for child in signalled if child.is_alive()]
+            if not alive or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        for child in alive:  # one that ignores SIGTERM (a handler of its own, a lock held at fork)
+            child.kill()
         folders = self.config.hydra.launcher.get("submitit_folder")
         if folders and shutil.which("scancel"):
             submitted = [
