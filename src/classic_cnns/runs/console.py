@@ -85,6 +85,7 @@ def route_lightning_logs() -> None:
         if not reaches_root:
             for handler in run_logs:
                 logger.addHandler(handler)
+    _run_log_files[:] = run_logs
 
 
 def quiet_dependencies() -> None:
