@@ -66,18 +66,40 @@ def confusion_figure(matrix: torch.Tensor, class_names: Sequence[str], title: st
     return figure
 
 
-def images_figure(images: Sequence[torch.Tensor], titles: Sequence[str], mean, std, columns: int = 4) -> Figure:
-    """Normalized (C, H, W) images shown as they were before normalization, one title each."""
+def images_figure(
+    images: Sequence[torch.Tensor], titles: Sequence[str], mean, std, title: str = "", columns: int = 4
+) -> Figure:
+    """Normalized (C, H, W) images of one size shown as they were before normalization, a caption
+    above each. Drawn as one picture in one axes: a grid of subplots with tight_layout took 4x as
+    long, and this figure is drawn at the end of every run."""
     rows = -(-len(images) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.2 * rows), squeeze=False)
     mean, std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, title in zip(axes.flat, images, titles):
-        pixels = (image.float() * std + mean).clamp(0, 1).permute(1, 2, 0).squeeze(-1)
-        ax.imshow(pixels.numpy(), cmap="gray" if pixels.ndim == 2 else None)
-        ax.set_title(title, fontsize=8)
-    figure.tight_layout()
+    tiles = torch.stack([(image.float() * std + mean).clamp(0, 1) for image in images])
+    channels, height, width = tiles.shape[1:]
+    caption, gap = max(height // 3, 6), max(width // 14, 2)  # pixels: a caption band above each row, a gap between
+    canvas = torch.ones(channels, rows * (caption + height), columns * (width + gap) - gap)
+    for index, tile in enumerate(tiles):
+        row, column = divmod(index, columns)
+        top, left = row * (caption + height) + caption, column * (width + gap)
+        canvas[:, top : top + height, left : left + width] = tile
+    title_inches = 0.3 if title else 0.0
+    figure = plt.figure(figsize=(2 * columns, 2.2 * rows + title_inches))
+    ax = figure.add_axes((0, 0, 1, 1 - title_inches / figure.get_figheight()))
+    ax.axis("off")
+    pixels = canvas.permute(1, 2, 0).squeeze(-1).numpy()
+    ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    for index, text in enumerate(titles):
+        row, column = divmod(index, columns)
+        ax.text(
+            column * (width + gap) + width / 2,
+            row * (caption + height) + caption - 1,
+            text,
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    if title:
+        figure.suptitle(title, fontsize=9, y=1 - 0.05 / figure.get_figheight(), va="top")
     return figure
 
 

@@ -166,7 +166,10 @@ class TensorBoardViews(L.Callback):
             f"{names[true]} -> {names[predicted]} ({probability:.2f})"
             for _, _, true, predicted, probability in self.worst
         ]
-        figure = images_figure([image for _, image, *_ in self.worst], titles, info["mean"], info["std"])
-        figure.suptitle("worst misclassified test images: true -> predicted (probability)", fontsize=9)
-        figure.tight_layout()
-        return figure
+        return images_figure(
+            [image for _, image, *_ in self.worst],
+            titles,
+            info["mean"],
+            info["std"],
+            title="worst misclassified test images: true -> predicted (probability)",
+        )
