@@ -67,12 +67,22 @@ def other_filesystem(tmp_path, monkeypatch):
     yield mount, tmpdir
 
 
-WRITER = """
-import sys, torch
+# Imports once; each path read from stdin forks a writer that saves checkpoints there in a loop,
+# and prints its pid. Forked before torch has run an operation (no thread pool to inherit: a
+# fork of a process whose pools run can hang in its first save); its children are reaped by
+# the kernel (SIGCHLD ignored). One interpreter for all the kills instead of one each (~10 s).
+WRITERS = """
+import os, signal, sys, torch
 from classic_cnns.runs.checkpoint_writing import AtomicCheckpointIO
-checkpoint_io, weights = AtomicCheckpointIO(), torch.arange(1_000_000, dtype=torch.float32)
-for version in range(1, 10**6):
-    checkpoint_io.save_checkpoint({"state_dict": {"w": weights}, "version": version}, sys.argv[1])
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+for line in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        checkpoint_io, weights = AtomicCheckpointIO(), torch.arange(1_000_000, dtype=torch.float32)
+        for version in range(1, 10**6):
+            checkpoint_io.save_checkpoint({"state_dict": {"w": weights}, "version": version}, line.strip())
+        os._exit(0)
+    print(pid, flush=True)
 """
 
 
@@ -83,34 +93,56 @@ def _staged(tmpdir: Path) -> list[Path]:
     return [p for p in tmpdir.iterdir() if not p.name.startswith("torchinductor_")]
 
 
-def _kill_mid_write(path: Path, tmpdir: Path, delay: float) -> None:
-    """Start a writer process that saves checkpoints at `path` in a loop (its $TMPDIR is
-    `tmpdir`); SIGKILL it `delay` s after a write is seen under way (a file in $TMPDIR or a
-    second file next to `path`). A fresh interpreter, not a fork: a fork of a process whose
-    torch thread pools are running can hang in its first save."""
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], env=os.environ | {"TMPDIR": str(tmpdir)})
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _kill_mid_write(writers: subprocess.Popen, path: Path, tmpdir: Path, delay: float) -> None:
+    """Fork a writer that saves checkpoints at `path` in a loop (its $TMPDIR is `tmpdir`);
+    SIGKILL it `delay` s after its write is seen under way (a file in $TMPDIR or a new file next
+    to `path`: not one an earlier killed writer left), and wait until it is gone."""
+    left = set(path.parent.iterdir()) if path.parent.exists() else set()  # what earlier killed writers left
+    writers.stdin.write(f"{path}\n")
+    writers.stdin.flush()
+    pid = int(writers.stdout.readline())
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and writer.poll() is None:
-        beside = [p for p in path.parent.iterdir() if p.name != path.name] if path.parent.exists() else []
+    while time.monotonic() < deadline and _alive(pid):
+        beside = set(path.parent.iterdir()) - left - {path} if path.parent.exists() else set()
         if beside or _staged(tmpdir):
             break
         time.sleep(0.0005)
     else:
-        writer.kill()
-        pytest.fail(f"the checkpoint writer never started a write (exit code {writer.poll()})")
+        os.kill(pid, signal.SIGKILL) if _alive(pid) else None
+        pytest.fail("the checkpoint writer never started a write")
     time.sleep(delay)
-    writer.send_signal(signal.SIGKILL)
-    writer.wait()
+    os.kill(pid, signal.SIGKILL)
+    while _alive(pid):
+        time.sleep(0.001)
 
 
 def test_killed_checkpoint_writes_leave_the_old_or_new_file_and_no_orphans(other_filesystem):
     directory, tmpdir = other_filesystem
     checkpoint_io, last = AtomicCheckpointIO(), directory / "checkpoints" / "last.ckpt"
-    for delay in (0.0, 0.01, 0.04):
-        _kill_mid_write(last, tmpdir, delay)
-        assert not _staged(tmpdir)  # nothing staged in $TMPDIR
-        if last.exists():  # never a truncated or empty file
-            assert torch.load(last, weights_only=True)["version"] >= 1
+    writers = subprocess.Popen(
+        [sys.executable, "-c", WRITERS],
+        env=os.environ | {"TMPDIR": str(tmpdir)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for delay in (0.0, 0.01, 0.04):
+            _kill_mid_write(writers, last, tmpdir, delay)
+            assert not _staged(tmpdir)  # nothing staged in $TMPDIR
+            if last.exists():  # never a truncated or empty file
+                assert torch.load(last, weights_only=True)["version"] >= 1
+    finally:
+        writers.kill()
+        writers.wait()
     checkpoint_io.save_checkpoint({"version": 0}, last)  # the next save clears the dead writers' files
     assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]
     assert torch.load(last, weights_only=True) == {"version": 0}
