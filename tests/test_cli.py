@@ -29,11 +29,15 @@ def run_process(*args: str, data_dir, cwd) -> subprocess.CompletedProcess:
 
 
 def test_multirun_gives_each_job_its_own_dir_and_tensorboard_run(data_dir, tmp_path):
-    result = run_cli("-m", "pooling=max,avg", *FAST, "trainer.log_every_n_steps=50", data_dir=data_dir, cwd=tmp_path)
+    result = run_cli(
+        "-m", "pooling=max,avg", *FAST, "trainer.log_every_n_steps=50", "seed=null", data_dir=data_dir, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [job.name for job in jobs] == ["0", "1"]
+    seeds = [json.loads((job / "metrics.json").read_text())["seed"] for job in jobs]
+    assert all(isinstance(seed, int) for seed in seeds) and seeds[0] != seeds[1]  # seed=null: each job draws its own
     for job, pooling in zip(jobs, ("max", "avg")):
         assert json.loads((job / "metrics.json").read_text())["test/acc"] >= 0.0
         assert tensorboard_run(job) == job / f"pooling={pooling}"  # only what the sweep varies
