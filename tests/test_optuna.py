@@ -343,10 +343,13 @@ from pathlib import Path
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from hydra_plugins.classic_cnns_sweeper.trial_liveness import Heartbeat
 
-study = optuna.load_study(study_name="shared", storage=JournalStorage(JournalFileBackend(sys.argv[1])))
+# a 1 s grace for a lock file the killed worker left (Optuna's default 30 s would stop this
+# worker's 0.5 s beats for longer than the 2 s after which it is taken for dead)
+lock = JournalFileSymlinkLock(sys.argv[1], grace_period=1)
+study = optuna.load_study(study_name="shared", storage=JournalStorage(JournalFileBackend(sys.argv[1], lock)))
 trial = study.ask({"optimizer.lr": FloatDistribution(0.005, 0.2, log=True)})
 trial.set_user_attr("sweep_dir", sys.argv[2])
 with Heartbeat(0.5) as heartbeat:  # dead after 4 missed beats: 2 s, robust to a loaded CI machine
