@@ -179,17 +179,18 @@ class Acceptance:
         train(self.config(name, *overrides))
         return json.loads((self.out / name / "metrics.json").read_text())
 
-    def cli(self, *args: str, run_dir: Path | None = None) -> tuple[subprocess.CompletedProcess, float]:
-        """`python train.py ARGS` in a process of its own; (the finished process, its seconds)."""
-        where = [f"hydra.run.dir={run_dir}"] if run_dir else []
-        command = [
-            sys.executable,
-            str(ROOT / "train.py"),
+    def cli_args(self, *args: str, run_dir: Path | None = None) -> list[str]:
+        """train.py's arguments for a run of ARGS (in run_dir), on this data, at this size."""
+        return [
             *args,
-            *where,
+            *([f"hydra.run.dir={run_dir}"] if run_dir else []),
             f"data.data_dir={self.data_dir}",
             *self.sizes(),
         ]
+
+    def cli(self, *args: str, run_dir: Path | None = None) -> tuple[subprocess.CompletedProcess, float]:
+        """`python train.py ARGS` in a process of its own; (the finished process, its seconds)."""
+        command = [sys.executable, str(ROOT / "train.py"), *self.cli_args(*args, run_dir=run_dir)]
         # The callbacks below are given to those processes by name: gpu_acceptance.KillAtEpoch.
         path = os.pathsep.join(filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")]))
         start = time.perf_counter()
