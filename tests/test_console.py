@@ -194,6 +194,7 @@ def test_overfit_shows_the_training_loss_falling_and_tensorboard_counts_epochs(m
     train(make_cfg("debug=overfit", "trainer.max_epochs=3"))
     out = capsys.readouterr().out
     assert "train/loss: " in out  # in the progress bar
+    assert "Epoch 3/3" in out and "Epoch 2/2" not in out  # epochs counted as the user set them, not 0-based
     end = out[out.index("done in") :].splitlines()[0]
     first, last = (float(x) for x in end.split("train/loss ")[1].split(":")[0].split(" -> "))
     assert last < first and json.loads((tmp_path / "run" / "metrics.json").read_text())["train/loss"] == pytest.approx(
