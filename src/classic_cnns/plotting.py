@@ -82,8 +82,9 @@ def images_figure(
         row, column = divmod(index, columns)
         top, left = row * (caption + height) + caption, column * (width + gap)
         canvas[:, top : top + height, left : left + width] = tile
-    title_inches = 0.3 if title else 0.0
-    figure = plt.figure(figsize=(2 * columns, 2.2 * rows + title_inches))
+    title_inches, width_inches = (0.3 if title else 0.0), 2.0 * columns
+    pictures_inches = width_inches * canvas.shape[1] / canvas.shape[2]  # square pixels
+    figure = plt.figure(figsize=(width_inches, pictures_inches + title_inches))
     ax = figure.add_axes((0, 0, 1, 1 - title_inches / figure.get_figheight()))
     ax.axis("off")
     pixels = canvas.permute(1, 2, 0).squeeze(-1).numpy()
