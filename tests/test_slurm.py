@@ -2,7 +2,7 @@
 
 Every job is a SLURM job on this machine's single node, on CPU: a grid sweep of 2-task DDP jobs
 (srun starts the ranks) one of which is scancelled, an Optuna search whose two trials run at once,
-one of them pruned, and a search stopped with SIGTERM.
+one of them pruned, a search stopped with SIGTERM, and one killed with SIGKILL and resumed.
 """
 
 import hashlib
@@ -162,6 +162,59 @@ def test_a_search_stopped_with_sigterm_cancels_its_slurm_jobs(data_dir, tmp_path
     while running(jobs):
         assert time.monotonic() < deadline, f"still in the queue: {running(jobs)}"
         time.sleep(1)
+
+
+def test_a_search_killed_with_sigkill_waits_for_its_slurm_job_when_resumed(data_dir, tmp_path, slurm_cluster):
+    """SIGKILL leaves the running trial's SLURM job going (nothing can cancel it); the same command
+    resumes the search, waits for that job and records its result: the trial is not run twice."""
+    sweep = tmp_path / "search"
+    args = [
+        "hparams_search=lenet5_optuna",
+        *on_slurm(slurm_cluster, tasks=1),
+        "hydra.sweeper.n_jobs=1",
+        "hydra.sweeper.n_trials=1",
+        "hydra/sweeper/pruner=none",
+        *FAST[1:],
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=30",  # 3 batches each: still training when the search is resumed
+        f"hydra.sweep.dir={sweep}",
+    ]
+    env = {**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir)}
+    search = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline, trial = time.monotonic() + 240, None
+    while trial is None or not trial.intermediate_values:  # its job has trained an epoch
+        assert search.poll() is None and time.monotonic() < deadline, (
+            search.stderr.read()[-3000:] if search.poll() is not None else "timeout"
+        )
+        time.sleep(0.5)
+        if (sweep / "optuna.journal").exists():
+            trial = next(
+                iter(
+                    optuna.load_study(study_name="lenet5", storage=open_storage(str(sweep / "optuna.journal"))).trials
+                ),
+                None,
+            )
+    os.killpg(search.pid, signal.SIGKILL)
+    search.wait()
+    job = trial.user_attrs["slurm_job"]["job_id"]
+    assert running([job]) == {job}  # the killed search's job goes on
+
+    again = run_cli(*args, data_dir=data_dir, cwd=tmp_path)  # the same command, in this process
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert f"trial 0: still running as SLURM job {job}" in again.stdout + again.stderr
+    (done,) = optuna.load_study(study_name="lenet5", storage=open_storage(str(sweep / "optuna.journal"))).trials
+    metrics = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert done.state.name == "COMPLETE" and done.value == metrics["val/acc"] and metrics["epochs"] == 30
+    assert sorted(d.name for d in (sweep / ".submitit").iterdir() if d.name[0].isdigit()) == [job]  # submitted once
+    assert "1 completed, 0 pruned, 0 failed, 0 rerun" in again.stdout
 
 
 def running(jobs: list[str], states: tuple[str, ...] = ("PD", "R", "CF")) -> set[str]:

@@ -25,8 +25,9 @@ this one speaks its configuration language and runs on current Optuna:
 - The study lives in `storage` (default: the journal file `optuna.journal` in the sweep dir;
   any Optuna storage URL, e.g. PostgreSQL for searches over several machines). The same
   command with the same `hydra.sweep.dir` resumes a killed search: trials it left RUNNING
-  run again with their parameters, and `n_trials` counts finished trials. sweep_summary.json
-  lists every trial of the study with its state.
+  run again with their parameters (on SLURM, a trial whose job is still in the queue is waited
+  for instead), and `n_trials` counts finished trials. sweep_summary.json lists every trial of
+  the study with its state.
 - Searches sharing a study stamp their running trials with a heartbeat (trial_liveness.py); a
   trial whose worker died (no stamp for 4 x `heartbeat_s`) is run again by another search.
 """
@@ -74,6 +75,7 @@ from classic_cnns.runs.optuna_trial import PRUNED_AFTER_EPOCH, TRIAL_ENV, open_s
 
 from .checked_sweeper import CheckedSweeper, job_error
 from .per_trial_seed import SeededPerTrial
+from .submitit_launchers import SLURM_ACTIVE, queue_state
 from .trial_liveness import Heartbeat, dead_trials
 
 log = logging.getLogger(__name__)
@@ -240,6 +242,12 @@ def wait_for(ended: queue.Queue) -> Any:
             continue
 
 
+def reattaches(launcher: Any) -> bool:
+    """Whether the launcher is submitit_launchers.SlurmLauncher. Not isinstance: Hydra's plugin
+    scan executes the plugin modules again, so the launcher's class is another copy of it."""
+    return callable(getattr(launcher, "reattach", None)) and hasattr(launcher, "on_submitted")
+
+
 def shown(value: Any) -> str:
     """A parameter as a trial line shows it: floats to 4 significant digits."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -304,7 +312,8 @@ class OptunaSweeper(CheckedSweeper):
         )
         with warnings.catch_warnings(category=optuna.exceptions.ExperimentalWarning, action="ignore"):
             study.set_metric_names(metrics)  # optuna-dashboard labels the objective val/acc, not "Objective 0"
-        self._rerun_dead_trials(study, sweep_dir)
+        still_queued = self._still_queued(study, sweep_dir)
+        self._rerun_dead_trials(study, sweep_dir, keep={t.number for t in still_queued})
         sampler = SeededPerTrial(
             lambda seed: instantiate(self.sampler_cfg, seed=seed, **({"search_space": grid} if grid else {})), self.seed
         )
@@ -318,16 +327,28 @@ class OptunaSweeper(CheckedSweeper):
             )
 
         entries = self.run_trials(
-            study, space, fixed, slots, wanted, sweep_dir, storage_url, metrics[0] if len(metrics) == 1 else None
+            study,
+            space,
+            fixed,
+            slots,
+            wanted,
+            sweep_dir,
+            storage_url,
+            metrics[0] if len(metrics) == 1 else None,
+            still_queued,
         )
         summary = self._summary(study, sweep_dir, entries)
         self._write_results(study, sweep_dir, storage_url, summary)
         self.finish([], summary)
         return [[entry["job_return"] for entry in entries.values()]]
 
-    def run_trials(self, study, space, fixed, slots, wanted, sweep_dir, storage_url, metric) -> dict[int, dict]:
+    def run_trials(
+        self, study, space, fixed, slots, wanted, sweep_dir, storage_url, metric, still_queued=()
+    ) -> dict[int, dict]:
         """Run trials until `wanted` have finished, `slots` at once: a trial is asked for as soon
-        as a slot is free and told to the study as soon as its job ends.
+        as a slot is free and told to the study as soon as its job ends. `still_queued`: trials
+        a killed search left whose SLURM jobs are still queued or running; they take their slots
+        first and are waited for, not run again.
 
         Why this design: Optuna's own distributed pattern is N independent workers, each looping
         ask -> run -> tell on a shared storage; Ray Tune keeps every slot of a cluster busy from
@@ -349,8 +370,33 @@ class OptunaSweeper(CheckedSweeper):
         running: dict[int, optuna.Trial] = {}
         ended: queue.Queue = queue.Queue()  # (trial, the launch's JobReturns or its exception)
         error = None
+        if reattaches(self.launcher):  # each trial's SLURM job id, kept on the trial
+
+            def record(number: int, job: dict[str, str]) -> None:
+                if number in running:
+                    running[number].set_user_attr("slurm_job", job)
+
+            self.launcher.on_submitted = record
         with launch_lines_off(), sigterm_raises(), Heartbeat(self.heartbeat_s) as heartbeat:
             try:
+                for frozen in still_queued:
+                    trial = optuna.Trial(study, frozen._trial_id)
+                    overrides = [*fixed, *(f"{k}={override_value(v)}" for k, v in trial.params.items())]
+                    if metric is not None:
+                        overrides.append(self._trial_environment(storage_url, trial.number, metric))
+                    log.info(
+                        "trial %d: still running as SLURM job %s, started by a killed search: waiting for it",
+                        trial.number,
+                        frozen.user_attrs["slurm_job"]["job_id"],
+                    )
+                    running[trial.number] = trial
+                    heartbeat.add(trial)
+                    threading.Thread(
+                        target=self._launch,
+                        args=(trial, overrides, ended, frozen.user_attrs["slurm_job"]),
+                        name=f"trial {trial.number}",
+                        daemon=True,
+                    ).start()
                 while True:
                     while error is None and len(running) < slots and self._finished(study) + len(running) < wanted:
                         trial = study.ask(space)
@@ -402,7 +448,7 @@ class OptunaSweeper(CheckedSweeper):
         processes running their jobs that are this process's children (joblib's loky workers)
         are ended, or Python's exit would wait for every running trial, and the SLURM jobs it
         submitted (submitit keeps one folder per job id) are cancelled. A search killed with
-        SIGKILL leaves its SLURM jobs running (issue 24 item 3: not reattached)."""
+        SIGKILL cannot: its SLURM jobs go on, and the resumed search waits for them."""
         deadline, signalled = time.monotonic() + STOP_GRACE_S, []
         while True:  # looked at again: a launch thread may be starting a process right now
             for child in multiprocessing.active_children():
@@ -426,11 +472,16 @@ class OptunaSweeper(CheckedSweeper):
                 log.warning("cancelling the search's SLURM jobs: %s", " ".join(submitted))
                 subprocess.run(["scancel", *submitted], capture_output=True, check=False)
 
-    def _launch(self, trial: optuna.Trial, overrides: list[str], ended: queue.Queue) -> None:
-        """One trial's job through the launcher, from its own thread; what it returns or raises
-        goes to `ended`."""
+    def _launch(
+        self, trial: optuna.Trial, overrides: list[str], ended: queue.Queue, submitted: dict | None = None
+    ) -> None:
+        """One trial's job through the launcher, from its own thread (or the SLURM job `submitted`
+        by a killed search, waited for); what it returns or raises goes to `ended`."""
         try:
-            ended.put((trial, self.launcher.launch([overrides], initial_job_idx=trial.number)))
+            if submitted is not None:
+                ended.put((trial, self.launcher.reattach(submitted, overrides, trial.number)))
+            else:
+                ended.put((trial, self.launcher.launch([overrides], initial_job_idx=trial.number)))
         except BaseException as error:  # noqa: BLE001  (handed to the search's thread, which raises it)
             ended.put((trial, error))
 
@@ -483,17 +534,32 @@ class OptunaSweeper(CheckedSweeper):
                 max(1, wanted // BLIND_RATIO),
             )
 
-    def _rerun_dead_trials(self, study: optuna.Study, sweep_dir: Path | None = None) -> None:
+    def _still_queued(self, study: optuna.Study, sweep_dir: Path) -> list[optuna.trial.FrozenTrial]:
+        """Trials a killed search of `sweep_dir` left RUNNING whose SLURM jobs are still in the
+        queue (pending or running): on the SLURM launcher, the resumed search waits for them."""
+        if not reattaches(self.launcher):
+            return []
+        left = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.user_attrs.get("sweep_dir") == str(sweep_dir) and isinstance(t.user_attrs.get("slurm_job"), dict)
+        ]
+        return [t for t in left if queue_state(str(t.user_attrs["slurm_job"].get("job_id", ""))) in SLURM_ACTIVE]
+
+    def _rerun_dead_trials(
+        self, study: optuna.Study, sweep_dir: Path | None = None, keep: set[int] = frozenset()
+    ) -> None:
         """RUNNING trials whose worker is gone, closed as FAIL and their parameters queued to run
         first (by whichever worker asks next): at the start of a search, the trials a killed
-        search of the same `sweep_dir` left; at any time, any worker's trial whose heartbeat
-        stopped (trial_liveness.py). Trials of live workers sharing the study are left alone."""
+        search of the same `sweep_dir` left (but those in `keep`, waited for instead); at any
+        time, any worker's trial whose heartbeat stopped (trial_liveness.py). Trials of live
+        workers sharing the study are left alone."""
         dead = {t.number: t for t in dead_trials(study, DEAD_AFTER_BEATS * self.heartbeat_s)}
         if sweep_dir is not None:
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if trial.user_attrs.get("sweep_dir", str(sweep_dir)) == str(sweep_dir):
                     dead[trial.number] = trial
-        for number, trial in sorted(dead.items()):
+        for number, trial in sorted((n, t) for n, t in dead.items() if n not in keep):
             log.warning(
                 "trial %d was left running by a killed search (%s): running it again",
                 number,

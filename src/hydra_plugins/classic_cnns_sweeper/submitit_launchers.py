@@ -3,7 +3,11 @@ without a result (scancel, SLURM's time limit, a node failure, the OOM killer) i
 of the sweep, with SLURM's reason in sweep_summary.json and its error.txt, instead of an exception
 that stops the sweep and loses the results of the jobs that did finish.
 
-`launch` is Hydra's (hydra-submitit-launcher 1.2.0) but for its last line, which took every job's
+Each submitted job is announced (`on_submitted`: its number, SLURM job id and submitit folder), so
+that an Optuna search records it on the trial, and a search resumed after its driver was killed
+waits for a job still in SLURM's queue (`reattach`) instead of running its trial again.
+
+`launch` is Hydra's (hydra-submitit-launcher 1.2.0) but for its last lines, which took every job's
 result in one list comprehension; tests/test_slurm.py fails when Hydra's changes, so that this
 copy is compared with it again.
 """
@@ -13,7 +17,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +67,12 @@ class _SurvivingLauncher(submitit_launcher.BaseSubmititLauncher):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
         jobs = executor.map_array(self, *zip(*job_params))
+        if self.on_submitted is not None:
+            for job, (_, _, idx, _, _) in zip(jobs, job_params):
+                self.on_submitted(idx, {"job_id": str(job.job_id), "folder": str(job.paths.folder)})
         return [self._result(job, overrides, idx) for job, (overrides, _, idx, _, _) in zip(jobs, job_params)]
+
+    on_submitted: Callable[[int, dict[str, str]], None] | None = None  # called from the launching thread
 
     def _result(self, job, overrides: list[str], number: int) -> JobReturn:
         """The job's own JobReturn, or a failed one saying how the scheduler ended it."""
@@ -131,6 +140,14 @@ def slurm_reason(log: Path) -> str | None:
 
 class SlurmLauncher(_SurvivingLauncher):
     _EXECUTOR = "slurm"
+
+    def reattach(self, submitted: dict[str, str], overrides: list[str], number: int) -> Sequence[JobReturn]:
+        """Job `number`'s result, for a job an earlier (killed) driver submitted (`submitted` as
+        `on_submitted` gave it), waited for as `launch` waits for its own."""
+        import submitit
+
+        job = submitit.SlurmJob(folder=submitted["folder"], job_id=submitted["job_id"])
+        return [self._result(job, overrides, number)]
 
 
 class LocalLauncher(_SurvivingLauncher):
