@@ -176,7 +176,7 @@ def test_a_search_killed_with_sigkill_waits_for_its_slurm_job_when_resumed(data_
         "hydra/sweeper/pruner=none",
         *FAST[1:],
         "trainer.accelerator=cpu",
-        "trainer.max_epochs=30",  # 3 batches each: still training when the search is resumed
+        "trainer.max_epochs=10",  # killed as its job starts: still importing or training when resumed
         f"hydra.sweep.dir={sweep}",
     ]
     env = {**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir)}
@@ -189,22 +189,17 @@ def test_a_search_killed_with_sigkill_waits_for_its_slurm_job_when_resumed(data_
         text=True,
         start_new_session=True,
     )
-    deadline, trial = time.monotonic() + 240, None
-    while trial is None or not trial.intermediate_values:  # its job has trained an epoch
+    deadline, job = time.monotonic() + 240, None
+    while job is None or not running([job], states=("R",)):  # its trial's SLURM job runs
         assert search.poll() is None and time.monotonic() < deadline, (
             search.stderr.read()[-3000:] if search.poll() is not None else "timeout"
         )
         time.sleep(0.5)
         if (sweep / "optuna.journal").exists():
-            trial = next(
-                iter(
-                    optuna.load_study(study_name="lenet5", storage=open_storage(str(sweep / "optuna.journal"))).trials
-                ),
-                None,
-            )
+            trials = optuna.load_study(study_name="lenet5", storage=open_storage(str(sweep / "optuna.journal"))).trials
+            job = trials[0].user_attrs.get("slurm_job", {}).get("job_id") if trials else None
     os.killpg(search.pid, signal.SIGKILL)
     search.wait()
-    job = trial.user_attrs["slurm_job"]["job_id"]
     assert running([job]) == {job}  # the killed search's job goes on
 
     again = run_cli(*args, data_dir=data_dir, cwd=tmp_path)  # the same command, in this process
@@ -212,7 +207,7 @@ def test_a_search_killed_with_sigkill_waits_for_its_slurm_job_when_resumed(data_
     assert f"trial 0: still running as SLURM job {job}" in again.stdout + again.stderr
     (done,) = optuna.load_study(study_name="lenet5", storage=open_storage(str(sweep / "optuna.journal"))).trials
     metrics = json.loads((sweep / "0" / "metrics.json").read_text())
-    assert done.state.name == "COMPLETE" and done.value == metrics["val/acc"] and metrics["epochs"] == 30
+    assert done.state.name == "COMPLETE" and done.value == metrics["val/acc"] and metrics["epochs"] == 10
     assert sorted(d.name for d in (sweep / ".submitit").iterdir() if d.name[0].isdigit()) == [job]  # submitted once
     assert "1 completed, 0 pruned, 0 failed, 0 rerun" in again.stdout
 
