@@ -380,6 +380,8 @@ class OptunaSweeper(CheckedSweeper):
         with launch_lines_off(), sigterm_raises(), Heartbeat(self.heartbeat_s) as heartbeat:
             try:
                 for frozen in still_queued:
+                    # FrozenTrial's id is private (no public way from a frozen trial to a Trial): the
+                    # SIGKILL test in tests/test_slurm.py fails if it changes
                     trial = optuna.Trial(study, frozen._trial_id)
                     overrides = [*fixed, *(f"{k}={override_value(v)}" for k, v in trial.params.items())]
                     if metric is not None:
