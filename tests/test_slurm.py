@@ -123,9 +123,7 @@ def test_a_search_stopped_with_sigterm_cancels_its_slurm_jobs(data_dir, tmp_path
     """A real SIGTERM to the search while its two trials run as SLURM jobs: it exits, and
     cancels them instead of leaving them running."""
     sweep = tmp_path / "search"
-    command = [
-        sys.executable,
-        str(ROOT / "train.py"),
+    search = start_search(
         "hparams_search=lenet5_optuna",
         *on_slurm(slurm_cluster, tasks=1),
         "hydra.sweeper.n_jobs=2",
@@ -134,16 +132,8 @@ def test_a_search_stopped_with_sigterm_cancels_its_slurm_jobs(data_dir, tmp_path
         "trainer.accelerator=cpu",
         "trainer.max_epochs=1000",
         f"hydra.sweep.dir={sweep}",
-    ]
-    env = {**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir)}
-    search = subprocess.Popen(
-        command,
+        data_dir=data_dir,
         cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
     )
     deadline, jobs = time.monotonic() + 240, []
     while len(jobs) < 2 or running(jobs) != set(jobs):  # both trials' SLURM jobs have started
@@ -179,16 +169,7 @@ def test_a_search_killed_with_sigkill_waits_for_its_slurm_job_when_resumed(data_
         "trainer.max_epochs=10",  # killed as its job starts: still importing or training when resumed
         f"hydra.sweep.dir={sweep}",
     ]
-    env = {**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir)}
-    search = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    search = start_search(*args, data_dir=data_dir, cwd=tmp_path)
     deadline, job = time.monotonic() + 240, None
     while job is None or not running([job], states=("R",)):  # its trial's SLURM job runs
         assert search.poll() is None and time.monotonic() < deadline, (
@@ -210,6 +191,19 @@ def test_a_search_killed_with_sigkill_waits_for_its_slurm_job_when_resumed(data_
     assert done.state.name == "COMPLETE" and done.value == metrics["val/acc"] and metrics["epochs"] == 10
     assert sorted(d.name for d in (sweep / ".submitit").iterdir() if d.name[0].isdigit()) == [job]  # submitted once
     assert "1 completed, 0 pruned, 0 failed, 0 rerun" in again.stdout
+
+
+def start_search(*args: str, data_dir, cwd) -> subprocess.Popen:
+    """`python train.py ARGS` as a process of its own (in its own session), to be signalled or killed."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env={**os.environ, "CLASSIC_CNNS_DATA_DIR": str(data_dir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def running(jobs: list[str], states: tuple[str, ...] = ("PD", "R", "CF")) -> set[str]:
