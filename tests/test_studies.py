@@ -2,16 +2,21 @@
 
 import itertools
 import json
+import math
 import re
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from classic_cnns.runs.config_checks import ConfigError, check_network_builds, validate
 from classic_cnns.runs.train import train
+from classic_cnns.tools.sweep_report import write_report
+from hydra_plugins.classic_cnns_sweeper.checked_sweeper import choose
 
 from .conftest import CONF_DIR
 from .test_cli import FAST, run_cli
@@ -158,3 +163,72 @@ def test_lrn_study_records_the_divisor_spread_of_the_kept_weights_and_other_runs
     assert not any(key.startswith("lrn") for key in json.loads((tmp_path / "plain" / "metrics.json").read_text()))
     study = OmegaConf.load(CONF_DIR / "experiment" / "study_lrn.yaml")
     assert study.callbacks.lrn_divisor_spread._target_ == "classic_cnns.runs.callbacks.LRNDivisorSpread"
+
+
+def test_a_tuned_sweep_searches_first_and_each_job_trains_at_the_value_chosen_on_validation(data_dir, tmp_path):
+    """hydra.sweeper.tune: the search's jobs (its seed, its epochs) run in search/, the value with
+    the best validation accuracy is chosen, and the grid's job trains at it."""
+    tune = "hydra.sweeper.tune={params:{optimizer.lr:'0.0001,0.05'},per:[pooling],overrides:['seed=100']}"
+    result = run_cli("-m", "seed=0", "pooling=max", tune, *FAST, data_dir=data_dir, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    searched = []
+    for job in sorted((sweep / "search").glob("[0-9]*")):
+        overrides = OmegaConf.load(job / ".hydra" / "overrides.yaml")
+        assert "seed=100" in overrides and "seed=0" not in overrides  # the search's seed, not a compared one
+        val_acc = json.loads((job / "metrics.json").read_text())["val/acc"]
+        searched.append((val_acc, [o for o in overrides if "lr=" in o][0]))
+    assert sorted(lr for _, lr in searched) == ["optimizer.lr=0.0001", "optimizer.lr=0.05"]
+    best = max(searched)[1] if searched[0][0] != searched[1][0] else searched[0][1]  # a tie: the first
+    (choice,) = json.loads((sweep / "search" / "choice.json").read_text())["choices"]
+    assert choice["group"] == {"pooling": "max"} and choice["chosen"] == [best]
+    job_overrides = OmegaConf.load(sweep / "0" / ".hydra" / "overrides.yaml")
+    assert best in job_overrides and "seed=0" in job_overrides
+    assert OmegaConf.load(sweep / "0" / ".hydra" / "config.yaml").optimizer.lr == float(best.split("=")[1])
+    assert f"search: pooling=max: {best}" in result.stdout
+    assert (
+        f"- pooling=max: **{best}**" in (write_report(sweep) / "report.md").read_text()
+    )  # the report says what was chosen
+
+
+outcome_scores = st.one_of(st.none(), st.just(math.nan), st.floats(0, 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["standard", "paper", "other"]),
+        st.dictionaries(
+            st.sampled_from(["lr=0.1", "lr=0.01", "lr=0.001"]),
+            st.lists(outcome_scores, min_size=1, max_size=3),
+            min_size=1,
+        ),
+        min_size=1,
+    )
+)
+def test_the_search_chooses_each_groups_best_mean_and_a_failed_job_never_beats_a_finished_one(table):
+    outcomes = [((g,), (c,), s) for g, candidates in table.items() for c, scores in candidates.items() for s in scores]
+    for maximize in (True, False):
+        chosen = choose(outcomes, maximize)
+        assert chosen.keys() == {(g,) for g in table}
+        for (group,), ((best,), means) in chosen.items():
+            candidates = table[group]
+            finished = {
+                c for c, scores in candidates.items() if all(s is not None and not math.isnan(s) for s in scores)
+            }
+            if finished:
+                assert best in finished
+                values = {c: sum(candidates[c]) / len(candidates[c]) for c in finished}
+                target = max(values.values()) if maximize else min(values.values())
+                assert math.isclose(values[best], target, abs_tol=1e-12)
+            else:
+                assert not math.isfinite(means[(best,)])  # the sweeper stops: every value failed
+
+
+def test_the_lrn_study_tunes_the_learning_rate_per_input_scale_and_normalization_on_other_seeds():
+    """Issue 26: 0-255 inputs fed at the rate chosen for unit-variance inputs confound none vs LRN."""
+    study = OmegaConf.load(CONF_DIR / "experiment" / "study_lrn.yaml").hydra.sweeper
+    assert list(study.tune.per) == ["data.scale", "norm"]
+    assert len(str(study.tune.params["optimizer.lr"]).split(",")) >= 3
+    (seed,) = [o for o in study.tune.overrides if o.startswith("seed=")]
+    assert seed.split("=")[1] not in str(study.params.seed).split(",")

@@ -226,6 +226,25 @@ def _versus_reference(
     return f"{difference:+.4f}, p={p:.2g}, Holm p={p_holm:.2g}: {'**yes**' if significant else 'no'}"
 
 
+def _search_lines(choice_file: Path) -> list[str]:
+    """What a tuned sweep's search (hydra.sweeper.tune) chose, from its search/choice.json."""
+    if not choice_file.exists():
+        return []
+    choice = json.loads(choice_file.read_text())
+    lines = [
+        "## Search before the comparison",
+        "",
+        f"Each configuration trained at the value a search chose for it on {choice['metric']} "
+        f"(mean over the search's jobs of each value; the search's own seed and epochs: `{choice_file.parent}`):",
+        "",
+    ]
+    for entry in choice["choices"]:
+        group = " ".join(f"{k}={v}" for k, v in entry["group"].items()) or "every configuration"
+        scores = ", ".join(f"{c}: {'failed' if m is None else f'{m:.4f}'}" for c, m in entry["mean_scores"].items())
+        lines.append(f"- {group}: **{' '.join(entry['chosen'])}** ({scores})")
+    return [*lines, ""]
+
+
 def write_report(
     sweep_dir: str | Path, output_dir: str | Path | None = None, train_acc_target: float | None = None
 ) -> Path:
@@ -291,6 +310,7 @@ def write_report(
         lines += [shown.reset_index().to_markdown(index=False), ""] + (
             [SIGNIFICANCE_NOTE, ""] if "vs reference" in shown else []
         )
+        lines += _search_lines(sweep_dir / "search" / "choice.json")
         if "conclusion" in table:
             comparisons = int(table["p_holm"].notna().sum())
             lines += [

@@ -7,6 +7,14 @@
   to `error.txt` in its own dir, every job's status to `sweep_summary.json` in the sweep dir,
   and the command exits with status 1 at the end, listing the failed jobs.
 
+- `tune` (optional): a small search run before the grid, on validation, whose winners the grid's
+  jobs then use: for each combination of the `per` keys' values, the value of the searched keys
+  (`params`) with the best mean `optimized_metric` over the grid's other combinations, each search
+  job changed by `overrides` (another seed, fewer epochs). A study that compares configurations
+  trained at one hand-picked learning rate compares the rate's fit as much as the configurations;
+  with `tune` each compared configuration trains at the rate chosen for it. The search's jobs run
+  in `search/` of the sweep dir, its choice is `search/choice.json`.
+
 Built on Hydra's public Sweeper plugin API (the same grid as Hydra's basic sweeper: every
 combination of the swept values, in batches of `max_batch_size` jobs).
 """
@@ -16,7 +24,10 @@ import io
 import itertools
 import json
 import logging
+import math
+import statistics
 import traceback
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +44,8 @@ from classic_cnns.runs.console import print_sweep_end, print_sweep_start
 
 log = logging.getLogger(__name__)
 
+SEARCH_DIR = "search"  # the tune search's jobs, in the sweep dir
+
 
 def job_error(result: JobReturn) -> BaseException | None:
     """The exception a failed job raised, None for a completed one (through JobReturn's public
@@ -47,10 +60,29 @@ def job_error(result: JobReturn) -> BaseException | None:
     raise AssertionError(f"job {result.overrides} has status {result.status} but no error")
 
 
+def choose(outcomes: Sequence[tuple[tuple, tuple, Any]], maximize: bool = True) -> dict[tuple, tuple[tuple, dict]]:
+    """From (group, candidate, score) triples: for each group, the candidate with the best mean
+    score and every candidate's mean. A missing or NaN score (a failed job, a diverged rate)
+    counts as the worst, so a candidate with a failed job can only win where every one failed."""
+    worst = -math.inf if maximize else math.inf
+    scores: dict[tuple, dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for group, candidate, score in outcomes:
+        valid = isinstance(score, int | float) and not math.isnan(score)
+        scores[group][candidate].append(float(score) if valid else worst)
+    chosen = {}
+    for group, candidates in scores.items():
+        means = {candidate: statistics.fmean(values) for candidate, values in candidates.items()}
+        chosen[group] = ((max if maximize else min)(means, key=means.get), means)
+    return chosen
+
+
 class CheckedSweeper(Sweeper):
-    def __init__(self, max_batch_size: int | None = None, params: DictConfig | None = None) -> None:
+    def __init__(
+        self, max_batch_size: int | None = None, params: DictConfig | None = None, tune: DictConfig | None = None
+    ) -> None:
         self.max_batch_size = max_batch_size
         self.params = {str(k): str(v) for k, v in (params or {}).items()}
+        self.tune = tune
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -58,7 +90,7 @@ class CheckedSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def validate_batch_is_legal(self, batch, first_job: int = 0) -> None:
+    def validate_batch_is_legal(self, batch, first_job: int = 0, label: str = "job ") -> None:
         """Compose, validate and build (shapes only) the network of every job of `batch`, whose
         first job is number `first_job`."""
         loader = self.hydra_context.config_loader
@@ -68,7 +100,7 @@ class CheckedSweeper(Sweeper):
                 validate(cfg)
                 check_network_builds(cfg)
             except ConfigError as error:
-                raise ConfigError(f"job {number} ({' '.join(overrides)}): {error}") from None
+                raise ConfigError(f"{label}{number} ({' '.join(overrides)}): {error}") from None
 
     def parse(self, arguments: Sequence[str]):
         """`hydra.sweeper.params` and the command line's overrides, parsed by Hydra's grammar."""
@@ -91,7 +123,8 @@ class CheckedSweeper(Sweeper):
             log.error("%s", error)
             raise SystemExit(1) from None
 
-    def run_jobs(self, arguments: list[str]) -> Any:
+    def grid(self, arguments: Sequence[str]) -> list[list[str]]:
+        """For each override, the list of its values as `key=value` strings."""
         choices = []
         for override in self.parse(arguments):
             key = override.get_key_element()
@@ -104,15 +137,83 @@ class CheckedSweeper(Sweeper):
                     f"{override.input_line}: a grid sweep takes lists, choice(...) or range(...); "
                     "intervals are for an Optuna search (hparams_search=...)"
                 )
+        return choices
+
+    def run_jobs(self, arguments: list[str]) -> Any:
+        choices = self.grid(arguments)
         jobs = [list(job) for job in itertools.product(*choices)]
+        search = self.search_jobs(choices) if self.tune else []
+        self.validate_batch_is_legal(search, label="search job ")
         self.validate_batch_is_legal(jobs)
         self.make_sweep_dir()
+        if search:
+            chosen = self.run_search(search)
+            jobs = [job + chosen[self.group(job)] for job in jobs]
+        results = self.launch_in_batches(jobs)
+        self.finish(results)
+        return [results]
+
+    def launch_in_batches(self, jobs: list[list[str]]) -> list[JobReturn]:
         batch_size = self.max_batch_size or len(jobs)
         results: list[JobReturn] = []
         for start in range(0, len(jobs), batch_size):
             results.extend(self.launcher.launch(jobs[start : start + batch_size], initial_job_idx=start))
-        self.finish(results)
-        return [results]
+        return results
+
+    def group(self, job: Sequence[str]) -> tuple[str, ...]:
+        """The values of the tune's `per` keys in a job's overrides."""
+        values = dict(override.split("=", 1) for override in job)
+        return tuple(values[key] for key in self.tune.per)
+
+    def search_jobs(self, choices: list[list[str]]) -> list[list[str]]:
+        """The grid with the searched keys' values instead of its own and the search's overrides
+        (seed, epochs) instead of the grid's values of the same keys."""
+        keys = [values[0].split("=", 1)[0] for values in choices]
+        if missing := [key for key in self.tune.per if key not in keys]:
+            raise ConfigError(
+                f"hydra.sweeper.tune.per: {', '.join(missing)} is not a key of the sweep ({', '.join(keys)})"
+            )
+        searched = self.grid([f"{key}={values}" for key, values in self.tune.params.items()])
+        overrides = [[str(override)] for override in self.tune.overrides]
+        replaced = {values[0].split("=", 1)[0] for values in searched + overrides}
+        kept = [values for key, values in zip(keys, choices) if key not in replaced]
+        return [list(job) for job in itertools.product(*kept, *searched, *overrides)]
+
+    def run_search(self, jobs: list[list[str]]) -> dict[tuple[str, ...], list[str]]:
+        """Run the search's jobs in search/ and choose, for each group of the `per` keys' values,
+        the searched values (as overrides) with the best mean metric; write search/choice.json."""
+        search_dir = Path(self.config.hydra.sweep.dir) / SEARCH_DIR
+        search_dir.mkdir(exist_ok=True)
+        subdir = f"hydra.sweep.subdir={SEARCH_DIR}/${{hydra.job.num}}"
+        entries = [self.job_entry(result) for result in self.launch_in_batches([[*job, subdir] for job in jobs])]
+        (search_dir / "sweep_summary.json").write_text(json.dumps(entries, indent=2, default=str) + "\n")
+        maximize = self.tune.get("direction", "maximize") == "maximize"
+        outcomes = []
+        for job, entry in zip(jobs, entries):
+            values = dict(override.split("=", 1) for override in job)
+            candidate = tuple(f"{key}={values[key]}" for key in self.tune.params)
+            outcomes.append(
+                (self.group(job), candidate, entry.get("result") if entry["status"] == "completed" else None)
+            )
+        choices, record = {}, []
+        for group, (best, means) in choose(outcomes, maximize).items():
+            if not math.isfinite(means[best]):
+                raise ConfigError(
+                    f"search: every value failed for {self.describe(group)} (see {search_dir}/*/error.txt)"
+                )
+            choices[group] = list(best)
+            others = ", ".join(f"{' '.join(c)}: {m:.4f}" for c, m in means.items() if c != best)
+            print(
+                f"search: {self.describe(group)}: {' '.join(best)} ({self.config.optimized_metric} {means[best]:.4f}; {others})"
+            )
+            scores = {" ".join(c): m if math.isfinite(m) else None for c, m in means.items()}
+            record.append({"group": dict(zip(self.tune.per, group)), "chosen": list(best), "mean_scores": scores})
+        choice = {"metric": str(self.config.optimized_metric), "maximize": maximize, "choices": record}
+        (search_dir / "choice.json").write_text(json.dumps(choice, indent=2) + "\n")
+        return choices
+
+    def describe(self, group: tuple[str, ...]) -> str:
+        return " ".join(f"{key}={value}" for key, value in zip(self.tune.per, group))
 
     def finish(self, results: Sequence[JobReturn], entries: Sequence[dict] | None = None) -> None:
         """Write sweep_summary.json (and error.txt of every failed job); exit 1 if any failed."""
