@@ -4,11 +4,14 @@ import io
 import json
 import os
 import random
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from classic_cnns import ClassicCNNsError
@@ -210,3 +213,115 @@ def test_crops_and_flips_on_uint8_give_the_values_of_crops_and_flips_after_norma
     reference = (transform._geometry(images.float() / 255, train=True) - mean) / std
     assert torch.allclose(fast, reference, atol=1e-6)
     assert not torch.equal(fast, (transform._geometry(images.float() / 255, train=False) - mean) / std)  # it did crop
+
+
+def splits_of(dm: ImageFolderDataModule) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    return {name: (split.images.clone(), split.labels.clone()) for name, split in dm.splits.items()}
+
+
+def assert_same_splits(one: dict, other: dict) -> None:
+    assert one.keys() == other.keys()
+    for name in one:
+        assert torch.equal(one[name][0], other[name][0]) and torch.equal(one[name][1], other[name][1]), name
+
+
+def cached(photos: Path, cache: Path, **options) -> ImageFolderDataModule:
+    dm = ImageFolderDataModule(str(photos), image_size=12, decode="cache", cache_dir=str(cache), **options)
+    dm.setup()
+    return dm
+
+
+def test_the_cache_holds_what_decoding_once_gives_and_a_later_run_decodes_nothing(photos, tmp_path, monkeypatch):
+    resident = ImageFolderDataModule(str(photos), image_size=12)
+    resident.setup()
+    first = cached(photos, tmp_path / "cache")
+    assert_same_splits(splits_of(first), splits_of(resident))
+    assert sorted(map(str, first.scan.undecodable)) == sorted(map(str, resident.scan.undecodable)) != []
+    assert len(list((tmp_path / "cache").iterdir())) == 3  # one entry per split, no temporary directory left
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a cached split was decoded again")
+
+    monkeypatch.setattr("classic_cnns.data.folder.decode_image", no_decoding)
+    second = cached(photos, tmp_path / "cache", batch_size=8)
+    assert_same_splits(splits_of(second), splits_of(resident))
+    assert "truncated.jpg" in " ".join(str(path) for path, _ in second.scan.bad)  # the failure is remembered
+    labels = torch.cat([second.on_after_batch_transfer(batch, 0)[1] for batch in second.train_dataloader()])
+    assert sorted(labels.tolist()) == sorted(resident.splits["train"].labels.tolist())
+
+
+def test_a_changed_folder_gets_a_new_cache_entry_and_the_old_one_goes(photos, tmp_path):
+    folder = tmp_path / "photos"
+    for name in CLASSES:
+        (folder / name).mkdir(parents=True)
+        for image in sorted((photos / name).glob("0*.png"))[:4]:
+            (folder / name / image.name).write_bytes(image.read_bytes())
+    cache, fractions = tmp_path / "cache", {"val_fraction": 0.25, "test_fraction": 0.25}
+    cached(folder, cache, **fractions)
+    before = {entry.name for entry in cache.iterdir()}
+    changed = sorted((folder / "cat").iterdir())[0]
+    tinted(np.random.default_rng(1), 0, (20, 20)).save(changed)  # same name, new pixels
+    after = cached(folder, cache, **fractions)
+    fresh = ImageFolderDataModule(str(folder), image_size=12, **fractions)
+    fresh.setup()
+    assert_same_splits(splits_of(after), splits_of(fresh))
+    entries = {entry.name for entry in cache.iterdir()}
+    assert len(entries) == 3 and len(entries - before) == 1  # the changed file's split: a new entry, the old one gone
+
+
+CACHE_FILES = ("images.npy", "labels.npy", "meta.json")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    target=st.sampled_from(CACHE_FILES),
+    damage=st.sampled_from(["truncate", "flip", "pickle", "empty", "labels_out_of_range", "symlink", "huge_meta"]),
+    where=st.floats(0, 1),
+)
+def test_a_damaged_or_crafted_cache_is_rebuilt_never_trusted(photos, tmp_path_factory, target, damage, where):
+    """Whatever was done to an entry's files, the run gets the images decoding gives, and
+    nothing outside the cache directory is read as data, run or removed. A changed pixel byte
+    is the one change no check sees: any byte is a pixel value (as in an edited image file)."""
+    tmp = tmp_path_factory.mktemp("damaged")
+    cache, outside = tmp / "cache", tmp / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    expected = splits_of(cached(photos, cache))
+    entry = max(cache.iterdir(), key=lambda e: (e / "images.npy").stat().st_size)  # the training split's
+    path = entry / target
+    data = path.read_bytes()
+    at = int(where * (len(data) - 1))
+    pixel = target == "images.npy" and damage == "flip" and at >= np.load(path, mmap_mode="r").offset
+    if damage == "truncate":
+        path.write_bytes(data[:at])
+    elif damage == "flip":
+        path.write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :])
+    elif damage == "pickle":
+        np.save(entry / ("labels.npy" if target == "meta.json" else target), np.array([{"x": 1}], dtype=object))
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "labels_out_of_range":
+        np.save(entry / "labels.npy", np.full(len(np.load(entry / "labels.npy")), 7, dtype=np.int64))
+    elif damage == "symlink":
+        path.unlink()
+        path.symlink_to(outside / "keep.txt")
+    else:
+        (entry / "meta.json").write_text(json.dumps({"count": 1, "failed": [["x", "y" * (2 << 20)]]}))
+    got = splits_of(cached(photos, cache))
+    if pixel:
+        assert torch.equal(got["train"][1], expected["train"][1])
+        assert (got["train"][0] != expected["train"][0]).sum() == 1  # that byte, nothing else
+        got["train"] = expected["train"]
+    assert_same_splits(got, expected)
+    assert [p.name for p in outside.iterdir()] == ["keep.txt"] and (outside / "keep.txt").read_text() == "keep"
+
+
+def test_a_killed_writers_temporary_directory_is_removed_and_a_running_ones_kept(photos, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (cache / f"abc.partial-{dead.pid}").mkdir()
+    (cache / "abc.partial-1").mkdir()  # pid 1 runs
+    cached(photos, cache)
+    assert not (cache / f"abc.partial-{dead.pid}").exists() and (cache / "abc.partial-1").exists()

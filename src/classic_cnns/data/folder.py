@@ -13,12 +13,14 @@ non-files, which are never opened), empty class folders and class sets that diff
 train/ and val/ are reported in a short summary, then skipped or refused (`on_bad_file`).
 Images are decoded, converted to `channels` and resized to `image_size` x `image_size` (as
 scripts/predict.py does), either once into memory as uint8, where they then take CIFAR-10's
-path (`decode=once`), or every epoch in the DataLoader's workers (`decode=stream`); `auto`
-decodes once when the decoded images take less than a quarter of the free memory.
+path (`decode=once`), or every epoch in the DataLoader's workers (`decode=stream`), or once into
+files on disk that every epoch reads as memory maps (`decode=cache`, folder_cache.py); `auto`
+decodes once when the decoded images take less than a quarter of the free memory, else streams.
 """
 
 import errno
 import os
+import shutil
 import stat
 import warnings
 from collections import Counter
@@ -38,9 +40,10 @@ from classic_cnns import ClassicCNNsError
 
 from .base import DatasetNotFoundError, ImageDataModule
 from .batching import TensorBatches
+from .folder_cache import entry_for, read_entry, remove_other_entries, write_entry
 
 ON_BAD_FILE = ("skip", "error")
-DECODE = ("auto", "once", "stream")
+DECODE = ("auto", "once", "stream", "cache")
 # How an image becomes image_size x image_size: "stretch", resized to it whatever its aspect;
 # "shorter_side", the AlexNet paper's: shorter side resized to image_size, then the central square.
 RESIZE = ("stretch", "shorter_side")
@@ -343,6 +346,7 @@ class ImageFolderDataModule(ImageDataModule):
         crop_padding: int = 0,
         horizontal_flip: bool = True,
         decode: str = "auto",
+        cache_dir: str = "data/folder_cache",
         on_bad_file: str = "skip",
         download: bool = False,
         placement: str = "auto",
@@ -375,6 +379,7 @@ class ImageFolderDataModule(ImageDataModule):
                 raise ClassicCNNsError(f"data.{key}={fraction!r} is not allowed: use a number in [0, 1)")
         self.configured_channels, self.val_fraction, self.test_fraction = channels, val_fraction, test_fraction
         self.decode, self.on_bad_file, self.resize = decode, on_bad_file, resize
+        self.cache_dir = Path(cache_dir).expanduser()
         super().__init__(
             data_dir,
             batch_size=batch_size,
@@ -489,7 +494,8 @@ class ImageFolderDataModule(ImageDataModule):
             elif split == "test" and files["test"] is files["val"] and "val" in self.splits:
                 self.splits["test"] = self.splits["val"]  # no test/: the test metrics are val/'s
             else:
-                self.splits[split], failed = self._decode_once(files[split])
+                decode = self._from_cache if self.decode == "cache" else self._decode_once
+                self.splits[split], failed = decode(split, files[split])
                 self.scan.bad += failed
                 self.scan.undecodable |= {path for path, _ in failed}
         if first:
@@ -508,7 +514,10 @@ class ImageFolderDataModule(ImageDataModule):
 
     def _report(self, scan: FolderScan) -> None:
         channels = "data.channels" if self.configured_channels else "detected; data.channels=1 or 3 to choose"
-        how = "decoded once, held in memory" if not self.streaming else "streamed: decoded every epoch"
+        how = {
+            "cache": f"decoded once into {self.cache_dir}, read from there",
+            "stream": "streamed: decoded every epoch",
+        }.get("stream" if self.streaming else self.decode, "decoded once, held in memory")
         say(
             f"{scan.summary()}\nchannels: {self.channels} ({channels}); every image resized to "
             f"{self.image_size}x{self.image_size}, {how}"
@@ -518,9 +527,8 @@ class ImageFolderDataModule(ImageDataModule):
                 f"{self.data_dir}: {scan.problems} problem(s) found (above); fix them or set data.on_bad_file=skip"
             )
 
-    def _decode_once(self, files: list[tuple[Path, int]]) -> tuple[TensorBatches, list[tuple[Path, str]]]:
-        """Every image of a split decoded (threads: Pillow decodes outside the GIL), and the
-        ones that fail only now (truncated, corrupt data after a good header), with why."""
+    def _decode_files(self, paths: list[Path]) -> list[np.ndarray | str]:
+        """Each image decoded (threads: Pillow decodes outside the GIL), or why it failed."""
 
         def one(path: Path) -> np.ndarray | str:
             try:
@@ -528,13 +536,40 @@ class ImageFolderDataModule(ImageDataModule):
             except Exception as error:
                 return f"cannot be decoded ({type(error).__name__}: {error})"
 
-        decoded = in_threads(one, [path for path, _ in files])
+        return in_threads(one, paths)
+
+    def _decode_once(self, split: str, files: list[tuple[Path, int]]) -> tuple[TensorBatches, list[tuple[Path, str]]]:
+        """Every image of a split decoded into memory, and the ones that fail only now
+        (truncated, corrupt data after a good header), with why."""
+        decoded = self._decode_files([path for path, _ in files])
         failed = [(path, result) for (path, _), result in zip(files, decoded) if isinstance(result, str)]
         kept = [(result, label) for (_, label), result in zip(files, decoded) if not isinstance(result, str)]
         size = (self.channels, self.image_size, self.image_size)
         images = np.stack([pixels for pixels, _ in kept]) if kept else np.zeros((0, *size), np.uint8)
         labels = torch.tensor([label for _, label in kept], dtype=torch.int64)
         return TensorBatches(torch.from_numpy(images), labels), failed
+
+    def _from_cache(self, split: str, files: list[tuple[Path, int]]) -> tuple[TensorBatches, list[tuple[Path, str]]]:
+        """The split from its cache entry, decoded into one first where there is none (or the
+        one there is not valid); the failed files are the ones that failed when it was written."""
+        entry = entry_for(self.cache_dir, self.data_dir, split, files, self.channels, self.image_size, self.resize)
+        shape = (self.channels, self.image_size, self.image_size)
+        cached = read_entry(entry, len(files), shape, self.num_classes)
+        if cached is None:
+            say(f"decoding the {len(files)} {split} images into the cache {entry}")
+            shutil.rmtree(entry, ignore_errors=True)  # not what write_entry writes: replaced
+            try:
+                write_entry(entry, files, shape, self._decode_files)
+            except OSError as error:
+                raise ClassicCNNsError(
+                    f"cannot write the image cache in {self.cache_dir} ({error.strerror}): "
+                    "set data.cache_dir to a writable folder with room for it, or use data.decode=stream"
+                ) from None
+            remove_other_entries(entry)
+            cached = read_entry(entry, len(files), shape, self.num_classes)
+            if cached is None:
+                raise ClassicCNNsError(f"the image cache {entry} was written but cannot be read back")
+        return cached
 
     def resolve_placement(self, device: torch.device) -> str:
         return "dataloader" if self.streaming else super().resolve_placement(device)
