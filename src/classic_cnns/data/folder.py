@@ -516,7 +516,7 @@ class ImageFolderDataModule(ImageDataModule):
         channels = "data.channels" if self.configured_channels else "detected; data.channels=1 or 3 to choose"
         how = {
             "cache": f"decoded once into {self.cache_dir}, read from there",
-            "stream": "streamed: decoded every epoch",
+            "stream": "streamed: decoded every epoch (data.decode=cache: once, into data.cache_dir)",
         }.get("stream" if self.streaming else self.decode, "decoded once, held in memory")
         say(
             f"{scan.summary()}\nchannels: {self.channels} ({channels}); every image resized to "
