@@ -301,3 +301,18 @@ def test_top5_accuracy_is_a_column_where_the_runs_measured_it(tmp_path):
         (job_dir / "metrics.json").write_text(json.dumps(metrics))
     report = (write_report(tmp_path / "sweep", tmp_path / "out") / "report.md").read_text()
     assert "test acc top5" in report and "0.8500 ± 0.0707" in report  # mean and std over the two seeds
+
+
+def test_the_report_gives_val_acc_per_epoch_as_mean_and_spread_over_seeds(sweep, tmp_path):
+    """What a notebook that prints its accuracy after every epoch is set beside."""
+    out = write_report(sweep, tmp_path / "report")
+    _, curves, _ = load_sweep(sweep)
+    report = (out / "report.md").read_text()
+    assert "## val/acc per epoch" in report
+    row = next(line for line in report.splitlines() if line.startswith("| pooling=max "))
+    for epoch in (1, 2):
+        values = curves[(curves["configuration"] == "pooling=max") & (curves["epoch"] == epoch)]["val/acc"]
+        assert len(values) == 2  # seeds 0 and 1
+        assert f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" in row
+    epochs = pd.read_csv(out / "epochs.csv")
+    assert len(epochs) == 4 and set(epochs["runs"]) == {2}  # 2 configurations x 2 epochs, each over 2 seeds

@@ -113,6 +113,12 @@ def load_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[
     return pd.DataFrame(jobs), pd.DataFrame(curves, columns=["job", "configuration", "epoch", *CURVES]), common
 
 
+def per_epoch(curves: pd.DataFrame, metric: str = "val/acc") -> pd.DataFrame:
+    """`metric` per configuration and epoch: mean, standard deviation and number of seeds."""
+    rows = curves.dropna(subset=[metric]).groupby(["configuration", "epoch"])[metric]
+    return pd.DataFrame({"mean": rows.mean(), "std": rows.std(), "runs": rows.count()}).reset_index()
+
+
 def epochs_to_train_acc(curves: pd.DataFrame, target: float) -> pd.Series:
     """Per job, the first epoch whose training accuracy reached `target` (NaN: never)."""
     reached = curves[curves["train/acc"] >= target].groupby("job")["epoch"].min()
@@ -226,6 +232,31 @@ def _versus_reference(
     return f"{difference:+.4f}, p={p:.2g}, Holm p={p_holm:.2g}: {'**yes**' if significant else 'no'}"
 
 
+PER_EPOCH_COLUMNS = 12  # longer runs: epochs.csv only
+
+
+def _per_epoch_lines(curves: pd.DataFrame, order: pd.Index, out: Path) -> list[str]:
+    """epochs.csv (val/acc per configuration and epoch over seeds), and the same as a table in
+    report.md for runs of at most PER_EPOCH_COLUMNS epochs."""
+    table = per_epoch(curves)
+    table.to_csv(out / "epochs.csv", index=False)
+    if table.empty or table["epoch"].max() > PER_EPOCH_COLUMNS:
+        return []
+    cells = table.assign(
+        cell=[f"{m:.4f} ± {0.0 if pd.isna(s) else s:.4f}" for m, s in zip(table["mean"], table["std"])]
+    )
+    wide = cells.pivot(index="configuration", columns="epoch", values="cell").reindex(order)
+    wide.columns = [f"epoch {epoch}" for epoch in wide.columns]
+    return [
+        "## val/acc per epoch",
+        "",
+        "Mean ± standard deviation over the seeds, after each epoch (the test set's where the sweep validates on it, data.val_from=test).",
+        "",
+        wide.reset_index().to_markdown(index=False),
+        "",
+    ]
+
+
 def _search_lines(choice_file: Path) -> list[str]:
     """What a tuned sweep's search (hydra.sweeper.tune) chose, from its search/choice.json."""
     if not choice_file.exists():
@@ -311,6 +342,7 @@ def write_report(
             [SIGNIFICANCE_NOTE, ""] if "vs reference" in shown else []
         )
         lines += _search_lines(sweep_dir / "search" / "choice.json")
+        lines += _per_epoch_lines(curves, table.index, out)
         if "conclusion" in table:
             comparisons = int(table["p_holm"].notna().sum())
             lines += [
