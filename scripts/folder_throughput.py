@@ -7,6 +7,10 @@ Three ways, the same folder, workers and batch size, one epoch each, interleaved
 - project, cached: `data.decode=cache`: the 256x256 images decoded once into a uint8 file
   (before the repeats; how long that took is reported), each epoch gathers its batches from
   that file's memory map and takes them through the same batched transform;
+- project, decoded by the device: `data.decode_on=device`: the workers only read each JPEG's
+  bytes, the main process decodes each batch with torchvision's `decode_jpeg` on the training
+  device (here the CPU; on a GPU, nvJPEG: scripts/gpu_acceptance.py measures it there) and
+  resizes it there, then the same batched transform;
 - torchvision: `datasets.ImageFolder` + `transforms.v2` per image in the workers (Resize(256),
   RandomCrop(224), RandomHorizontalFlip, PILToTensor, ToDtype, Normalize), torch's collate.
 An epoch is timed from creating its DataLoader (worker start included) to its last normalized
@@ -42,6 +46,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from classic_cnns.data import ImageFolderDataModule
+from classic_cnns.data.folder import EncodedBatch
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet's, as torchvision's reference scripts
 SIZE, CROP = 256, 224
@@ -68,7 +73,9 @@ def make_folder(root: Path, images: int, width: int, height: int) -> None:
     done.touch()
 
 
-def project_module(root: Path, workers: int, batch_size: int, decode: str) -> ImageFolderDataModule:
+def project_module(
+    root: Path, workers: int, batch_size: int, decode: str, decode_on: str = "workers"
+) -> ImageFolderDataModule:
     return ImageFolderDataModule(
         str(root),
         image_size=SIZE,
@@ -80,17 +87,26 @@ def project_module(root: Path, workers: int, batch_size: int, decode: str) -> Im
         batch_size=batch_size,
         decode=decode,
         cache_dir=str(root / "cache"),
+        decode_on=decode_on,
         num_workers=workers,
         horizontal_flip=True,
     )
 
 
-def project_epoch(root: Path, workers: int, batch_size: int, decode: str = "stream") -> tuple[int, float]:
-    data = project_module(root, workers, batch_size, decode)
+def project_epoch(
+    root: Path, workers: int, batch_size: int, decode: str = "stream", decode_on: str = "workers", device: str = "cpu"
+) -> tuple[int, float]:
+    """One epoch's images and seconds: each batch decoded (if not yet), moved to `device` and
+    through the batched transform there."""
+    device = torch.device(device)
+    data = project_module(root, workers, batch_size, decode, decode_on)
     data.setup("fit")  # the scan (and a cache's reading of its entry): not timed
     start, images = time.perf_counter(), 0
     for batch in data.train_dataloader():
-        images += len(data.transform(batch[0], train=True))
+        pixels = data.decode_batch(batch, device)[0] if isinstance(batch, EncodedBatch) else batch[0].to(device)
+        images += len(data.transform(pixels, train=True))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return images, time.perf_counter() - start
 
 
@@ -123,6 +139,7 @@ def torchvision_epoch(root: Path, workers: int, batch_size: int) -> tuple[int, f
 WAYS = {
     "project (data=imagefolder, streamed)": project_epoch,
     "project (data=imagefolder, decode=cache)": lambda *args: project_epoch(*args, decode="cache"),
+    "project (data=imagefolder, decode_on=device: the CPU)": lambda *args: project_epoch(*args, decode_on="device"),
     "torchvision ImageFolder + transforms.v2": torchvision_epoch,
 }
 

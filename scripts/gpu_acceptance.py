@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -40,6 +41,8 @@ from classic_cnns.tools.benchmark.measure import LIGHTNING, RESIDENT_LOOP, WAYS,
 from classic_cnns.tools.benchmark.report import bar_chart, machine, median, median_ratio, section, write_section
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: conf/, train.py
+sys.path.insert(0, str(ROOT / "scripts"))
+import folder_throughput  # noqa: E402  (scripts/folder_throughput.py: the JPEG folder and the epoch it times)
 
 # Small enough for seconds on a CPU, big enough for every step to do its real work.
 DRY = [
@@ -90,6 +93,7 @@ def plan(repeats: int) -> list[Planned]:
         Planned("bench", "alexnet_fast, 3 ways", 3 * repeats, 12),
         Planned("bench", "AlexNet 224 throughput, 2 ways", 2 * repeats, 2),
         Planned("bench", "lenet5_fast GPU candidates", len(LENET5_GPU_CANDIDATES) * repeats, 4),
+        Planned("bench", "JPEG decoding: workers vs the GPU", 2 * repeats, 1),
         Planned("sweep", "12-job sweep, parallel and sequential", 24, 10),
     ]
 
@@ -356,6 +360,27 @@ class Acceptance:
             )
         return True, "; ".join(rows)
 
+    def bench_jpeg_decoding(self) -> tuple[bool | None, str]:
+        """Images/s of a streamed 224x224 training epoch over generated 400x300 JPEGs: decoded
+        by the DataLoader's workers (Pillow) against decoded on the GPU in batches (decode_on=device:
+        nvJPEG), interleaved; the data.decode_on default should follow the faster one."""
+        images, size, batch = (64, (64, 48), 16) if self.dry else (2000, (400, 300), 128)
+        root = self.out / "jpegs"
+        folder_throughput.make_folder(root, images, *size)
+        workers = min(8, os.cpu_count() or 1)
+        device = "cuda" if self.gpus else "cpu"
+        rates: dict[str, list[float]] = {"workers": [], "device": []}
+        for _ in range(self.repeats):
+            for way in rates:
+                count, seconds = folder_throughput.project_epoch(root, workers, batch, decode_on=way, device=device)
+                rates[way].append(count / seconds)
+        ratio = statistics.median(d / w for d, w in zip(rates["device"], rates["workers"]))
+        text = ", ".join(
+            f"{way} {statistics.median(r):,.0f} images/s ({min(r):,.0f}-{max(r):,.0f})" for way, r in rates.items()
+        )
+        self.targets.append(Target(f"JPEG decoding on {device} vs {workers} workers", f"{ratio:.2f}x", None))
+        return True, f"{images} JPEGs of {size[0]}x{size[1]}, {self.repeats} repeat(s): {text}; ratio {ratio:.2f}"
+
     def run_sweep(self) -> tuple[bool | None, str]:
         """The 12-job LeNet-5 sweep (4 poolings x 3 seeds) all at once, then one job after another."""
         jobs = ["experiment=study_pooling", "hydra.sweeper.params.model=lenet5", "hydra.sweeper.params.seed='0,1,2'"]
@@ -434,6 +459,7 @@ class Acceptance:
                 ("benchmark: LeNet-5 on MNIST (lenet5_fast)", self.bench_lenet),
                 ("benchmark: AlexNet at 224x224, throughput", self.bench_224),
                 ("benchmark: lenet5_fast GPU candidates", self.bench_candidates),
+                ("benchmark: JPEG decoding, workers vs the GPU", self.bench_jpeg_decoding),
                 ("benchmark: AlexNet on CIFAR-10 (alexnet_fast)", self.bench_alexnet),
             ],
             "sweep": [("the 12-job sweep, parallel and sequential", self.run_sweep)],

@@ -35,6 +35,7 @@ def acceptance():
             "bench",
             {
                 "benchmark: lenet5_fast GPU candidates": True,
+                "benchmark: JPEG decoding, workers vs the GPU": True,
                 "benchmark: AlexNet on CIFAR-10 (alexnet_fast)": None,  # the LeNet-5 benchmark's steps, on a GPU only
             },
         ),

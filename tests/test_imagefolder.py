@@ -325,3 +325,46 @@ def test_a_killed_writers_temporary_directory_is_removed_and_a_running_ones_kept
     (cache / "abc.partial-1").mkdir()  # pid 1 runs
     cached(photos, cache)
     assert not (cache / f"abc.partial-{dead.pid}").exists() and (cache / "abc.partial-1").exists()
+
+
+def test_jpegs_decoded_on_the_device_match_the_workers_decoding_and_a_bad_one_is_skipped_or_refused(photos, tmp_path):
+    """decode_on=device (here the CPU: the same decode_jpeg call nvJPEG answers on a GPU)."""
+    options = {"image_size": 12, "batch_size": 8, "eval_batch_size": 64, "decode": "stream"}
+    workers = ImageFolderDataModule(str(photos), **options)
+    device = ImageFolderDataModule(str(photos), decode_on="device", **options)
+    for dm in (workers, device):
+        dm.setup()
+    batch = next(iter(device.test_dataloader()))
+    assert sum(item.dim() == 1 for item in batch.items) > 0  # JPEGs came as bytes
+    assert sum(item.dim() == 3 for item in batch.items) > 0  # the PNGs decoded in the workers
+    images, labels = device.on_after_batch_transfer(device.on_before_batch_transfer(batch, 0), 0)
+    expected_images, expected_labels = workers.on_after_batch_transfer(next(iter(workers.test_dataloader())), 0)
+    assert torch.equal(labels, expected_labels)
+    level = 1 / 255 / 0.25  # one of 255 levels, normalized (std 0.25)
+    assert (images - expected_images).abs().max() <= 2 * level + 1e-6  # torchvision's decode and resize vs Pillow's
+    train = [
+        device.on_after_batch_transfer(device.on_before_batch_transfer(b, 0), 0)[1] for b in device.train_dataloader()
+    ]
+    assert sum(len(labels) for labels in train) == len(workers.splits["train"]) - 1  # the truncated JPEG left out
+    assert len(device.skipped) == 1 and "truncated.jpg" in next(iter(device.skipped))
+
+    clean = tmp_path / "clean"  # only the truncated JPEG is wrong here: the scan finds nothing
+    for name in CLASSES:
+        (clean / name).mkdir(parents=True)
+        for image in [*(photos / name).glob("0*.jpg"), *(photos / name).glob("truncated.jpg")]:
+            (clean / name / image.name).write_bytes(image.read_bytes())
+    strict = ImageFolderDataModule(
+        str(clean),
+        decode_on="device",
+        on_bad_file="error",
+        val_fraction=0.3,
+        test_fraction=0.3,
+        **(options | {"batch_size": 2}),
+    )
+    strict.setup()
+    with pytest.raises(ClassicCNNsError, match=r"truncated\.jpg: RuntimeError: cannot be decoded"):
+        for loader in (strict.train_dataloader(), strict.val_dataloader(), strict.test_dataloader()):
+            for b in loader:
+                strict.on_before_batch_transfer(b, 0)
+    with pytest.raises(ClassicCNNsError, match="data.decode_on=device decodes the batches of a streamed folder"):
+        ImageFolderDataModule(str(photos), decode="once", decode_on="device")

@@ -35,6 +35,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms.v2 import functional as TF
 
 from classic_cnns import ClassicCNNsError
 
@@ -44,6 +46,8 @@ from .folder_cache import entry_for, read_entry, remove_other_entries, write_ent
 
 ON_BAD_FILE = ("skip", "error")
 DECODE = ("auto", "once", "stream", "cache")
+DECODE_ON = ("workers", "device")  # streamed: who decodes a batch's JPEGs
+JPEG = b"\xff\xd8\xff"  # the first bytes of every JPEG file
 # How an image becomes image_size x image_size: "stretch", resized to it whatever its aspect;
 # "shorter_side", the AlexNet paper's: shorter side resized to image_size, then the central square.
 RESIZE = ("stretch", "shorter_side")
@@ -307,6 +311,88 @@ class _Decoded:
         return torch.stack([self.dataset[i][0] for i in range(len(self.dataset))[index]])
 
 
+class EncodedFolderImages(FolderImages):
+    """A split streamed with `decode_on=device`: the workers read each JPEG's bytes and leave
+    its decoding to the training device (`decode_jpeg` in batches: nvJPEG on a GPU); other
+    formats, and JPEGs whose header Pillow cannot read back, are decoded in the workers as
+    before. A batch is one `EncodedBatch`, assembled in the worker."""
+
+    def __getitems__(self, indices: list[int]) -> "EncodedBatch":
+        items, labels, problems = [], [], []
+        for index in indices:
+            path, label = self.files[index]
+            encoded = jpeg_bytes(path)
+            if encoded is None:  # not a JPEG, or unreadable: the workers' way, which reports a problem
+                encoded, label, problem = self[index]
+            else:
+                problem = ""
+            items.append(encoded)
+            labels.append(label)
+            problems.append(problem)
+        paths = [self.files[index][0] for index in indices]
+        return EncodedBatch(items, torch.tensor(labels, dtype=torch.int64), problems, paths)
+
+
+def jpeg_bytes(path: Path) -> torch.Tensor | None:
+    """A JPEG file's bytes as a 1-D uint8 tensor; None for other files and unreadable ones."""
+    try:
+        with open(path, "rb") as file:
+            start = file.read(3)
+            return torch.frombuffer(bytearray(start + file.read()), dtype=torch.uint8) if start == JPEG else None
+    except OSError:
+        return None
+
+
+@dataclass
+class EncodedBatch:
+    """Images (a JPEG's bytes: 1-D, or decoded: C x S x S uint8), labels, problems, and the
+    files they came from (for the message about a JPEG that fails to decode)."""
+
+    items: list[torch.Tensor]
+    labels: torch.Tensor
+    problems: list[str]
+    paths: list[Path]
+
+
+def decode_on(batch: EncodedBatch, device: torch.device, channels: int, size: int, resize: str):
+    """(images, labels, problems) with every JPEG of `batch` decoded on `device` (one
+    `decode_jpeg` call for the batch; where it fails, one per image to find the bad one) and
+    resized there as `square` does; the images stacked on `device`."""
+    mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+    encoded = [i for i, item in enumerate(batch.items) if item.dim() == 1]
+    labels, problems = batch.labels.clone(), list(batch.problems)
+    try:
+        decoded = decode_jpeg([batch.items[i] for i in encoded], mode=mode, device=device) if encoded else []
+    except RuntimeError:
+        decoded = []
+        for i in encoded:
+            try:
+                decoded.append(decode_jpeg(batch.items[i], mode=mode, device=device))
+            except RuntimeError as error:
+                decoded.append(None)
+                labels[i] = -1
+                problems[i] = f"{batch.paths[i]}: {type(error).__name__}"
+    images = [item.to(device) for item in batch.items]
+    for i, image in zip(encoded, decoded):
+        images[i] = (
+            torch.zeros(channels, size, size, dtype=torch.uint8, device=device)
+            if image is None
+            else square_tensor(image, size, resize)
+        )
+    return torch.stack(images), labels.to(device), problems
+
+
+def square_tensor(image: torch.Tensor, size: int, resize: str) -> torch.Tensor:
+    """`square` for a decoded C x H x W uint8 tensor, on its device (antialiased bilinear)."""
+    if resize == "stretch":
+        return TF.resize(image, [size, size], antialias=True)
+    height, width = image.shape[-2:]
+    scale = size / min(width, height)
+    width, height = max(size, round(width * scale)), max(size, round(height * scale))
+    top, left = (height - size) // 2, (width - size) // 2
+    return TF.resize(image, [height, width], antialias=True)[..., top : top + size, left : left + size]
+
+
 @rank_zero_only
 def say(text: str) -> None:
     """Print once (rank 0 under DDP), before any progress bar: what the scan found is for the user."""
@@ -347,6 +433,7 @@ class ImageFolderDataModule(ImageDataModule):
         horizontal_flip: bool = True,
         decode: str = "auto",
         cache_dir: str = "data/folder_cache",
+        decode_on: str = "workers",
         on_bad_file: str = "skip",
         download: bool = False,
         placement: str = "auto",
@@ -362,6 +449,13 @@ class ImageFolderDataModule(ImageDataModule):
             raise ClassicCNNsError(f"data.resize={resize!r} is not allowed: use one of {', '.join(RESIZE)}")
         if decode not in DECODE:
             raise ClassicCNNsError(f"data.decode={decode!r} is not allowed: use one of {', '.join(DECODE)}")
+        if decode_on not in DECODE_ON:
+            raise ClassicCNNsError(f"data.decode_on={decode_on!r} is not allowed: use one of {', '.join(DECODE_ON)}")
+        if decode_on == "device" and decode in ("once", "cache"):
+            raise ClassicCNNsError(
+                f"data.decode_on=device decodes the batches of a streamed folder; with data.decode={decode} every "
+                "image is decoded once before training: use data.decode=stream (or auto), or leave decode_on=workers"
+            )
         if on_bad_file not in ON_BAD_FILE:
             raise ClassicCNNsError(
                 f"data.on_bad_file={on_bad_file!r} is not allowed: use one of {', '.join(ON_BAD_FILE)}"
@@ -380,6 +474,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.configured_channels, self.val_fraction, self.test_fraction = channels, val_fraction, test_fraction
         self.decode, self.on_bad_file, self.resize = decode, on_bad_file, resize
         self.cache_dir = Path(cache_dir).expanduser()
+        self.decode_on = decode_on
         super().__init__(
             data_dir,
             batch_size=batch_size,
@@ -488,7 +583,8 @@ class ImageFolderDataModule(ImageDataModule):
             if not files[split]:
                 raise ClassicCNNsError(f"{self.data_dir}: no {split} images ({self._split_source(split)})")
             if self.streaming:
-                self.splits[split] = FolderImages(
+                streamed = EncodedFolderImages if self.decode_on == "device" else FolderImages
+                self.splits[split] = streamed(
                     files[split], self.channels, self.image_size, self.on_bad_file, self.resize
                 )
             elif split == "test" and files["test"] is files["val"] and "val" in self.splits:
@@ -516,7 +612,12 @@ class ImageFolderDataModule(ImageDataModule):
         channels = "data.channels" if self.configured_channels else "detected; data.channels=1 or 3 to choose"
         how = {
             "cache": f"decoded once into {self.cache_dir}, read from there",
-            "stream": "streamed: decoded every epoch (data.decode=cache: once, into data.cache_dir)",
+            "stream": "streamed: decoded every epoch"
+            + (
+                ", JPEGs on the training device (data.decode_on=device)"
+                if self.decode_on == "device"
+                else " (data.decode=cache: once, into data.cache_dir)"
+            ),
         }.get("stream" if self.streaming else self.decode, "decoded once, held in memory")
         say(
             f"{scan.summary()}\nchannels: {self.channels} ({channels}); every image resized to "
@@ -573,6 +674,21 @@ class ImageFolderDataModule(ImageDataModule):
 
     def resolve_placement(self, device: torch.device) -> str:
         return "dataloader" if self.streaming else super().resolve_placement(device)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """decode_on=device: the batch's JPEGs decoded on the training device (decode_jpeg takes
+        the bytes from host memory, so this runs before the transfer)."""
+        if isinstance(batch, EncodedBatch):
+            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+            return self.decode_batch(batch, device)
+        return batch
+
+    def decode_batch(self, batch: EncodedBatch, device: torch.device):
+        """(images, labels, problems) of an EncodedBatch, its JPEGs decoded on `device`."""
+        images, labels, problems = decode_on(batch, device, self.channels, self.image_size, self.resize)
+        if self.on_bad_file == "error" and (bad := [problem for problem in problems if problem]):
+            raise ClassicCNNsError(f"{bad[0]}: cannot be decoded")
+        return images, labels, problems
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if len(batch) == 3:  # streamed: leave out the images that could not be decoded
