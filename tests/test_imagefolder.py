@@ -368,3 +368,12 @@ def test_jpegs_decoded_on_the_device_match_the_workers_decoding_and_a_bad_one_is
                 strict.on_before_batch_transfer(b, 0)
     with pytest.raises(ClassicCNNsError, match="data.decode_on=device decodes the batches of a streamed folder"):
         ImageFolderDataModule(str(photos), decode="once", decode_on="device")
+
+
+@pytest.mark.parametrize("decoding", [["data.decode=stream", "data.decode_on=device"], ["data.decode=cache"]])
+def test_a_run_trains_and_tests_on_jpegs_decoded_on_the_device_or_from_the_cache(photos, tmp_path, decoding):
+    """Through Lightning's own batch hooks (on_before_batch_transfer decodes on the trainer's device)."""
+    overrides = ["data=imagefolder", "trainer=debug", "data.batch_size=8", "data.image_size=28", "callbacks=fast"]
+    train(compose_config([*overrides, *decoding, f"data.cache_dir={tmp_path / 'cache'}"], tmp_path / "run", photos))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0.0 <= metrics["test/acc"] <= 1.0 and metrics["epochs"] == 1
