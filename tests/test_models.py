@@ -43,8 +43,11 @@ def n_params(model: nn.Module) -> int:
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("build", [LeNet5, cifar_alexnet], ids=["lenet5", "alexnet_cifar"])
 def test_output_shape_for_every_input_size(build, size, channels):
-    model = build(in_channels=channels, num_classes=7, input_size=(size, size)).eval()
-    assert model(torch.zeros(2, channels, size, size)).shape == (2, 7)
+    # Shapes only: on the meta device (no memory, no arithmetic) the 224-pixel AlexNet takes
+    # milliseconds instead of seconds; test_paper_alexnet_runs_at_imagenet_sizes computes for real.
+    with torch.device("meta"):
+        model = build(in_channels=channels, num_classes=7, input_size=(size, size)).eval()
+        assert model(torch.zeros(2, channels, size, size)).shape == (2, 7)
 
 
 @pytest.mark.parametrize("size", [224, 227])

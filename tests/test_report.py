@@ -316,3 +316,31 @@ def test_the_report_gives_val_acc_per_epoch_as_mean_and_spread_over_seeds(sweep,
         assert f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" in row
     epochs = pd.read_csv(out / "epochs.csv")
     assert len(epochs) == 4 and set(epochs["runs"]) == {2}  # 2 configurations x 2 epochs, each over 2 seeds
+
+
+def test_epochs_to_a_target_are_compared_with_the_reference_by_the_same_corrected_test(tmp_path):
+    """The activation study's question (the AlexNet paper's Figure 1: epochs to 25% training
+    error) gets a generated sentence too: Welch over the seeds that reached the target, Holm
+    over the comparisons, the reference chosen by validation accuracy as for test accuracy."""
+    curves = {  # seed: training accuracy per epoch; relu reaches 0.75 at epochs 2, 2, 3; tanh at 4, 5, 5
+        ("relu", 0): [0.5, 0.8, 0.9],
+        ("relu", 1): [0.6, 0.76, 0.85],
+        ("relu", 2): [0.5, 0.7, 0.8],
+        ("tanh", 0): [0.3, 0.5, 0.6, 0.76, 0.8],
+        ("tanh", 1): [0.3, 0.4, 0.6, 0.7, 0.77],
+        ("tanh", 2): [0.2, 0.4, 0.5, 0.7, 0.8],
+    }
+    for job, ((activation, seed), accs) in enumerate(curves.items()):
+        _fake_job(tmp_path / "sweep" / str(job), seed, accs, 0.9 if activation == "relu" else 0.8)
+        overrides = tmp_path / "sweep" / str(job) / ".hydra" / "overrides.yaml"
+        overrides.write_text(f"- activation={activation}\n- seed={seed}\n")
+    report = (write_report(tmp_path / "sweep", tmp_path / "out", train_acc_target=0.75) / "report.md").read_text()
+    p = welch_p([4, 5, 5], [2, 2, 3])  # one comparison: Holm leaves it as it is
+    assert p < 0.05
+    assert (
+        f"- activation=tanh needs more epochs than activation=relu (epochs to train acc 0.75 +2.3, Holm-corrected p={p:.2g})."
+        in report
+    )
+    report = (write_report(tmp_path / "sweep", tmp_path / "out", train_acc_target=0.85) / "report.md").read_text()
+    # at 0.85 relu's seeds 0 and 1 reach it (epoch 3), seed 2 and no tanh run do: nothing to test
+    assert "- activation=tanh cannot be compared with activation=relu (0 and 2 seeds: a test needs 2+ seeds" in report

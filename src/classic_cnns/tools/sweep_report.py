@@ -12,6 +12,7 @@ corrected test: "worse", "better" and "not separable" are tested statements.
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -173,30 +174,54 @@ def holm_adjusted(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def compare_with_reference(done: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Per configuration: its mean test accuracy minus the reference's, the Welch t-test p-value
-    of the two sets of seeds, that p-value Holm-corrected over all comparisons with the reference,
+@dataclass(frozen=True)
+class Measure:
+    """What a comparison with the reference is about, and how its sentence says it."""
+
+    metric: str  # a column of the jobs table
+    name: str  # in the sentence: "(test accuracy -0.0014, ...)"
+    lower: str = "is worse"  # a lower mean than the reference's
+    higher: str = "is better"
+    digits: str = ".4f"
+
+
+TEST_ACCURACY = Measure("test/acc", "test accuracy")
+
+
+def epochs_to_target_measure(target: float) -> Measure:
+    return Measure(
+        "epochs_to_target", f"epochs to train acc {target:g}", "needs fewer epochs", "needs more epochs", ".1f"
+    )
+
+
+def compare_with_reference(done: pd.DataFrame, reference: str, measure: Measure = TEST_ACCURACY) -> pd.DataFrame:
+    """Per configuration: its mean of `measure.metric` minus the reference's, the Welch t-test p-value of the
+    two sets of seeds, that p-value Holm-corrected over all comparisons with the reference,
     whether the corrected p < ALPHA (NaN/None where a side has fewer than 2 seeds or neither
-    varies), the seeds on each side, and the sentence stating the conclusion."""
-    accuracies = done.groupby("configuration", sort=False)["test/acc"].apply(list)
+    varies), the seeds on each side, and the sentence stating the conclusion. Jobs without the
+    metric (a run that never reached a target) do not count."""
+    values_of = done.groupby("configuration", sort=False)[measure.metric].apply(lambda column: column.dropna().tolist())
+    reference_values = values_of[reference]
     rows = {}
-    for configuration, values in accuracies.items():
-        difference = pd.Series(values).mean() - pd.Series(accuracies[reference]).mean()
+    for configuration, values in values_of.items():
+        difference = float(np.mean(values) - np.mean(reference_values)) if values and reference_values else np.nan
         p = float("nan")
-        if configuration != reference and min(len(values), len(accuracies[reference])) >= 2:
+        if configuration != reference and min(len(values), len(reference_values)) >= 2:
             with np.errstate(all="ignore"):  # no spread on either side: p is NaN
-                p = float(stats.ttest_ind(values, accuracies[reference], equal_var=False).pvalue)
+                p = float(stats.ttest_ind(values, reference_values, equal_var=False).pvalue)
         rows[configuration] = {
             "vs_reference": difference,
             "p_welch": p,
             "seeds": len(values),
-            "reference_seeds": len(accuracies[reference]),
+            "reference_seeds": len(reference_values),
         }
     table = pd.DataFrame.from_dict(rows, orient="index")
     table["p_holm"] = holm_adjusted(table["p_welch"].tolist())
     table["significant"] = [None if pd.isna(p) else bool(p < ALPHA) for p in table["p_holm"]]
     table["conclusion"] = [
-        conclusion(name, reference, row.vs_reference, row.p_holm, row.significant, row.seeds, row.reference_seeds)
+        conclusion(
+            name, reference, row.vs_reference, row.p_holm, row.significant, row.seeds, row.reference_seeds, measure
+        )
         for name, row in zip(table.index, table.itertuples())
     ]
     return table
@@ -207,7 +232,14 @@ def _seeds(n: int, n_reference: int) -> str:
 
 
 def conclusion(
-    name: str, reference: str, difference: float, p_holm: float, significant: bool | None, n: int, n_reference: int
+    name: str,
+    reference: str,
+    difference: float,
+    p_holm: float,
+    significant: bool | None,
+    n: int,
+    n_reference: int,
+    measure: Measure = TEST_ACCURACY,
 ) -> str:
     """The sentence a reader may quote, generated from the corrected test and nothing else."""
     if name == reference:
@@ -217,9 +249,10 @@ def conclusion(
     if not significant:
         return (
             f"{name} and {reference} are not separable with {_seeds(n, n_reference)} "
-            f"(test accuracy {difference:+.4f}, Holm-corrected p={p_holm:.2g})."
+            f"({measure.name} {difference:+{measure.digits}}, Holm-corrected p={p_holm:.2g})."
         )
-    return f"{name} is {'worse' if difference < 0 else 'better'} than {reference} (test accuracy {difference:+.4f}, Holm-corrected p={p_holm:.2g})."
+    verb = measure.higher if difference > 0 else measure.lower
+    return f"{name} {verb} than {reference} ({measure.name} {difference:+{measure.digits}}, Holm-corrected p={p_holm:.2g})."
 
 
 def _versus_reference(
@@ -274,6 +307,20 @@ def _search_lines(choice_file: Path) -> list[str]:
         scores = ", ".join(f"{c}: {'failed' if m is None else f'{m:.4f}'}" for c, m in entry["mean_scores"].items())
         lines.append(f"- {group}: **{' '.join(entry['chosen'])}** ({scores})")
     return [*lines, ""]
+
+
+def _speed_lines(done: pd.DataFrame, reference: str, target: float) -> list[str]:
+    """Conclusions on the epochs each configuration needed to reach `target` training accuracy,
+    against the same reference and with the same corrected test as the test accuracies."""
+    speed = compare_with_reference(done, reference, epochs_to_target_measure(target))
+    comparisons = int(speed["p_holm"].notna().sum())
+    return [
+        f"Epochs to a training accuracy of {target:g}, against the same reference: two-sided Welch t-tests over the "
+        f"seeds that reached it, Holm-Bonferroni corrected for {comparisons} comparison{'s' if comparisons != 1 else ''}.",
+        "",
+        *[f"- {sentence}" for sentence in speed["conclusion"].drop(reference)],
+        "",
+    ]
 
 
 def write_report(
@@ -355,6 +402,8 @@ def write_report(
                 *[f"- {sentence}" for sentence in table["conclusion"].iloc[1:]],
                 "",
             ]
+            if train_acc_target is not None:
+                lines += _speed_lines(jobs[jobs["status"] == "completed"], table.index[0], train_acc_target)
         if table["runs"].min() < MIN_SEEDS:
             lines += [
                 f"**Fewer than {MIN_SEEDS} seeds**: {int(table['runs'].min())} per configuration"
