@@ -344,3 +344,10 @@ def test_epochs_to_a_target_are_compared_with_the_reference_by_the_same_correcte
     report = (write_report(tmp_path / "sweep", tmp_path / "out", train_acc_target=0.85) / "report.md").read_text()
     # at 0.85 relu's seeds 0 and 1 reach it (epoch 3), seed 2 and no tanh run do: nothing to test
     assert "- activation=tanh cannot be compared with activation=relu (0 and 2 seeds: a test needs 2+ seeds" in report
+
+
+def test_a_sweep_of_one_configuration_has_nothing_to_compare():
+    """A notebook's protocol over 5 seeds: mean and spread, no reference and no conclusion."""
+    table = summarize_sweep(study({"(all)": [0.97, 0.972, 0.975]}))
+    assert table.loc["(all)", "test_acc_mean"] == pytest.approx(0.9723, abs=1e-4)
+    assert "conclusion" not in table and "vs_reference" not in table
