@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from classic_cnns import process_alive
+
 from .batching import TensorBatches
 
 FORMAT = 1  # the layout of an entry; a new layout gets new entry names
@@ -82,7 +84,7 @@ def write_entry(
     entry.parent.mkdir(parents=True, exist_ok=True)
     for stale in entry.parent.glob("*.partial-*"):
         pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
     partial = entry.parent / f"{entry.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
@@ -112,13 +114,3 @@ def remove_other_entries(entry: Path) -> None:
     for other in entry.parent.glob(f"{entry.name.split('-')[0]}-*"):
         if other != entry and other.is_dir() and ".partial-" not in other.name:
             shutil.rmtree(other, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from classic_cnns import ClassicCNNsError
+from classic_cnns import ClassicCNNsError, process_alive
 
 TEMP_SUFFIX = ".partial"
 FULL_BELOW_BYTES = 2**20  # free space under which a failed write is taken for a full disk
@@ -95,18 +95,8 @@ def remove_stale_temporaries(directory: Path) -> None:
             pid = int(leftover.name.rsplit(".", 3)[-3])
         except (ValueError, IndexError):
             continue
-        if pid == os.getpid() or not _alive(pid):
+        if pid == os.getpid() or not process_alive(pid):
             leftover.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fsync_directory(directory: Path) -> None:
