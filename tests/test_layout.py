@@ -1,4 +1,5 @@
-"""README's layout names every module of the package, so the tree a newcomer reads is the real one."""
+"""README's layout names every module of the package, so the tree a newcomer reads is the real one;
+the published results state only conclusions that scripts/report.py generated."""
 
 import re
 
@@ -17,3 +18,31 @@ def test_every_module_is_in_the_readme_layout():
 
 def test_the_readme_stays_a_front_page():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 250
+
+
+# A sentence that states a conclusion: the words scripts/report.py generates from its corrected tests.
+CONCLUSION = re.compile(
+    r"Holm-corrected p=|not separable|\b(is|are) (worse|better) than|needs (fewer|more) epochs|significant"
+)
+
+
+def test_published_conclusions_are_quoted_from_the_reports():
+    """docs/results.md and docs/notebooks.md hold no conclusion written by hand: every line that
+    states one is a line of a report.md under docs/results/ (scripts/report.py's output, copied)."""
+    reports = {
+        line.strip()
+        for path in (ROOT / "docs" / "results").glob("*/report.md")
+        for line in path.read_text().splitlines()
+    }
+    quoted = 0
+    for page in ("results.md", "notebooks.md"):
+        for line in (ROOT / "docs" / page).read_text().splitlines():
+            if CONCLUSION.search(re.sub(r'"[^"]*"', "", line)):  # a phrase in quotes is named, not stated
+                assert line.strip() in reports, f"docs/{page}: a conclusion no report generated: {line.strip()}"
+                quoted += 1
+    assert quoted >= 3  # the re-run studies' conclusions are there
+
+
+def test_every_report_the_results_cite_is_there():
+    cited = set(re.findall(r"docs/results/([\w-]+)/", (ROOT / "docs" / "results.md").read_text()))
+    assert cited and {name for name in cited if not (ROOT / "docs" / "results" / name / "report.md").exists()} == set()
