@@ -375,3 +375,12 @@ def test_resume_refuses_other_settings_in_one_line_and_continues_the_run(make_cf
     train(make_cfg(*common, f"ckpt_path={last}"))
     assert metrics_of(run)["fit_seconds"] > first_segment >= 0.6  # both segments count
     assert len({p.parent for p in run.rglob("events.out.tfevents.*")}) == 1  # the resumed run continues its curves
+
+
+@pytest.mark.parametrize("pid", [0, -1, 2**31, 2**63])
+def test_a_pid_no_process_can_have_is_not_alive(pid):
+    """A temporary file named with such a number (crafted, or from another system) is a dead
+    writer's, not a crash of the writer that looks at it."""
+    from classic_cnns import process_alive
+
+    assert process_alive(pid) is False and process_alive(os.getpid()) is True

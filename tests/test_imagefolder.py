@@ -4,6 +4,7 @@ import io
 import json
 import os
 import random
+import socket
 import subprocess
 from pathlib import Path
 
@@ -321,10 +322,13 @@ def test_a_killed_writers_temporary_directory_is_removed_and_a_running_ones_kept
     cache.mkdir()
     dead = subprocess.Popen(["true"])
     dead.wait()
-    (cache / f"abc.partial-{dead.pid}").mkdir()
-    (cache / "abc.partial-1").mkdir()  # pid 1 runs
+    host = socket.gethostname()
+    (cache / f"abc.partial-{host}-{dead.pid}").mkdir()
+    (cache / f"abc.partial-{host}-1").mkdir()  # pid 1 runs
+    (cache / f"abc.partial-othernode-{dead.pid}").mkdir()  # a writer on another node: not ours to judge
     cached(photos, cache)
-    assert not (cache / f"abc.partial-{dead.pid}").exists() and (cache / "abc.partial-1").exists()
+    assert not (cache / f"abc.partial-{host}-{dead.pid}").exists()
+    assert (cache / f"abc.partial-{host}-1").exists() and (cache / f"abc.partial-othernode-{dead.pid}").exists()
 
 
 def test_jpegs_decoded_on_the_device_match_the_workers_decoding_and_a_bad_one_is_skipped_or_refused(photos, tmp_path):

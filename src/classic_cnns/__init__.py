@@ -31,11 +31,13 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process with this id exists (another user's counts): a file a dead writer left
-    behind may be removed, a live writer's may not."""
+    """Whether a process with this id exists on this machine (another user's counts): a file a
+    dead writer left behind may be removed, a live writer's may not."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # a number no process can have: not alive
         return False
     except PermissionError:
         return True

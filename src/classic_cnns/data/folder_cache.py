@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,15 +79,17 @@ def write_entry(
     decode: Callable[[list[Path]], list[np.ndarray | str]],
 ) -> None:
     """Decode `files` ROWS at a time (`decode`: an array per file, or why it failed) into a
-    temporary directory beside `entry`, then rename it into place; the decoded rows come first,
-    the rows of failed files stay zero at the end. Other entries of the same cache directory
-    are left alone; temporary directories of writers that no longer run are removed."""
+        temporary directory beside `entry`, then rename it into place; the decoded rows come first,
+        the rows of failed files stay zero at the end. Other entries of the same cache directory
+        are left alone; temporary directories of this machine's writers that no longer run are removed
+    (on a shared file system another node's writer is alive or not there, not here)."""
     entry.parent.mkdir(parents=True, exist_ok=True)
-    for stale in entry.parent.glob("*.partial-*"):
+    host = socket.gethostname()
+    for stale in entry.parent.glob(f"*.partial-{host}-*"):  # another node's writers are its own to judge
         pid = stale.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
-    partial = entry.parent / f"{entry.name}.partial-{os.getpid()}"
+    partial = entry.parent / f"{entry.name}.partial-{host}-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     images = np.lib.format.open_memmap(partial / "images.npy", mode="w+", dtype=np.uint8, shape=(len(files), *shape))
