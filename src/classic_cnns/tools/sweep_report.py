@@ -7,11 +7,14 @@ deviation over its seeds. The reference configuration is the one with the highes
 validation accuracy (the test set never chooses it); each other configuration's test accuracies
 are compared with the reference's by Welch's t-test, the p-values Holm-Bonferroni corrected for
 the number of comparisons, and the sentence stating each conclusion is generated from the
-corrected test: "worse", "better" and "not separable" are tested statements.
+corrected test: "worse", "better" and "not separable" are tested statements. With a target
+training accuracy (the activation study's question), the epochs each configuration needed are
+compared with the reference's the same way, as a family of their own.
 """
 
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,7 +185,7 @@ class Measure:
     name: str  # in the sentence: "(test accuracy -0.0014, ...)"
     lower: str = "is worse"  # a lower mean than the reference's
     higher: str = "is better"
-    digits: str = ".4f"
+    number_format: str = ".4f"
 
 
 TEST_ACCURACY = Measure("test/acc", "test accuracy")
@@ -195,64 +198,64 @@ def epochs_to_target_measure(target: float) -> Measure:
 
 
 def compare_with_reference(done: pd.DataFrame, reference: str, measure: Measure = TEST_ACCURACY) -> pd.DataFrame:
-    """Per configuration: its mean of `measure.metric` minus the reference's, the Welch t-test p-value of the
-    two sets of seeds, that p-value Holm-corrected over all comparisons with the reference,
-    whether the corrected p < ALPHA (NaN/None where a side has fewer than 2 seeds or neither
-    varies), the seeds on each side, and the sentence stating the conclusion. Jobs without the
-    metric (a run that never reached a target) do not count."""
-    values_of = done.groupby("configuration", sort=False)[measure.metric].apply(lambda column: column.dropna().tolist())
+    """Per configuration: its mean of `measure.metric` minus the reference's, the Welch t-test
+    p-value of the two sets of seeds, that p-value Holm-corrected over all comparisons with the
+    reference, whether the corrected p < ALPHA, the seeds on each side, and the sentence stating
+    the conclusion. No test (NaN/None) where a side has fewer than 2 seeds, where neither side
+    varies (Welch's t is then undefined, not infinite), or where a run lacks the metric: a run
+    that never reached a target is the slowest of all, not a missing one, so leaving it out
+    would bias the mean."""
+    values_of = done.groupby("configuration", sort=False)[measure.metric].apply(list)
     reference_values = values_of[reference]
     rows = {}
     for configuration, values in values_of.items():
-        difference = float(np.mean(values) - np.mean(reference_values)) if values and reference_values else np.nan
+        complete = not (pd.isna(values).any() or pd.isna(reference_values).any())
+        difference = float(np.mean(values) - np.mean(reference_values)) if complete else np.nan
         p = float("nan")
-        if configuration != reference and min(len(values), len(reference_values)) >= 2:
-            with np.errstate(all="ignore"):  # no spread on either side: p is NaN
+        testable = complete and min(len(values), len(reference_values)) >= 2
+        if configuration != reference and testable and max(np.var(values), np.var(reference_values)) > 0:
+            with warnings.catch_warnings():  # nearly equal values: scipy warns, the p-value stands
+                warnings.simplefilter("ignore", RuntimeWarning)
                 p = float(stats.ttest_ind(values, reference_values, equal_var=False).pvalue)
         rows[configuration] = {
             "vs_reference": difference,
             "p_welch": p,
             "seeds": len(values),
             "reference_seeds": len(reference_values),
+            "missing": int(pd.isna(values).sum()),
+            "reference_missing": int(pd.isna(reference_values).sum()),
         }
     table = pd.DataFrame.from_dict(rows, orient="index")
     table["p_holm"] = holm_adjusted(table["p_welch"].tolist())
     table["significant"] = [None if pd.isna(p) else bool(p < ALPHA) for p in table["p_holm"]]
     table["conclusion"] = [
-        conclusion(
-            name, reference, row.vs_reference, row.p_holm, row.significant, row.seeds, row.reference_seeds, measure
-        )
-        for name, row in zip(table.index, table.itertuples())
+        conclusion(name, reference, row, measure) for name, row in zip(table.index, table.itertuples())
     ]
-    return table
+    return table.drop(columns=["missing", "reference_missing"])
 
 
 def _seeds(n: int, n_reference: int) -> str:
     return f"{n} seeds" if n == n_reference else f"{n} and {n_reference} seeds"
 
 
-def conclusion(
-    name: str,
-    reference: str,
-    difference: float,
-    p_holm: float,
-    significant: bool | None,
-    n: int,
-    n_reference: int,
-    measure: Measure = TEST_ACCURACY,
-) -> str:
-    """The sentence a reader may quote, generated from the corrected test and nothing else."""
+def conclusion(name: str, reference: str, row, measure: Measure = TEST_ACCURACY) -> str:
+    """The sentence a reader may quote, generated from the corrected test and nothing else.
+    `row`: compare_with_reference's row (vs_reference, p_holm, significant, seeds, missing, ...)."""
+    seeds = _seeds(row.seeds, row.reference_seeds)
     if name == reference:
         return f"{name} is the reference: the highest mean validation accuracy."
-    if significant is None:
-        return f"{name} cannot be compared with {reference} ({_seeds(n, n_reference)}: a test needs 2+ seeds with a spread on each side)."
-    if not significant:
+    if row.missing or row.reference_missing:
+        have = f"{row.seeds - row.missing} of {row.seeds} and {row.reference_seeds - row.reference_missing} of {row.reference_seeds}"
+        return f"{name} cannot be compared with {reference} on {measure.name}: {have} seeds have it (not tested)."
+    if row.significant is None:
         return (
-            f"{name} and {reference} are not separable with {_seeds(n, n_reference)} "
-            f"({measure.name} {difference:+{measure.digits}}, Holm-corrected p={p_holm:.2g})."
+            f"{name} cannot be compared with {reference} ({seeds}: a test needs 2+ seeds on each side "
+            "and a spread on at least one)."
         )
-    verb = measure.higher if difference > 0 else measure.lower
-    return f"{name} {verb} than {reference} ({measure.name} {difference:+{measure.digits}}, Holm-corrected p={p_holm:.2g})."
+    figure = f"{measure.name} {row.vs_reference:+{measure.number_format}}, Holm-corrected p={row.p_holm:.2g}"
+    if not row.significant:
+        return f"{name} and {reference} are not separable with {seeds} ({figure})."
+    return f"{name} {measure.higher if row.vs_reference > 0 else measure.lower} than {reference} ({figure})."
 
 
 def _versus_reference(
@@ -316,7 +319,8 @@ def _speed_lines(done: pd.DataFrame, reference: str, target: float) -> list[str]
     comparisons = int(speed["p_holm"].notna().sum())
     return [
         f"Epochs to a training accuracy of {target:g}, against the same reference: two-sided Welch t-tests over the "
-        f"seeds that reached it, Holm-Bonferroni corrected for {comparisons} comparison{'s' if comparisons != 1 else ''}.",
+        f"seeds, Holm-Bonferroni corrected for {comparisons} comparison{'s' if comparisons != 1 else ''} (a family of "
+        "its own); a configuration where a seed never reached the target is not tested.",
         "",
         *[f"- {sentence}" for sentence in speed["conclusion"].drop(reference)],
         "",
@@ -405,12 +409,12 @@ def write_report(
             if train_acc_target is not None:
                 lines += _speed_lines(jobs[jobs["status"] == "completed"], table.index[0], train_acc_target)
         if table["runs"].min() < MIN_SEEDS:
-            lines += [
-                f"**Fewer than {MIN_SEEDS} seeds**: {int(table['runs'].min())} per configuration"
-                f"{'' if table['runs'].nunique() == 1 else ' at the fewest'}, so the tests above can separate only differences "
-                'well beyond the spread over seeds; "not separable" says little here.',
-                "",
-            ]
+            fewest = f"**Fewer than {MIN_SEEDS} seeds**: {int(table['runs'].min())} per configuration" + (
+                "" if table["runs"].nunique() == 1 else " at the fewest"
+            )
+            if "conclusion" in table:
+                fewest += ', so the tests above can separate only differences well beyond the spread over seeds; "not separable" says little here'
+            lines += [fewest + ".", ""]
         if any(LRN_DIVISOR.fullmatch(name) for name in table.columns):
             lines += [LRN_NOTE, ""]
         lines += [FIT_NOTE, ""]
