@@ -169,10 +169,14 @@ def test_a_tuned_sweep_searches_first_and_each_job_trains_at_the_value_chosen_on
     """hydra.sweeper.tune: the search's jobs (its seed, its epochs) run in search/, the value with
     the best validation accuracy is chosen, and the grid's job trains at it."""
     tune = "hydra.sweeper.tune={params:{optimizer.lr:'0.0001,0.05'},per:[pooling],overrides:['seed=100']}"
-    result = run_cli("-m", "seed=0", "pooling=max", tune, *FAST, data_dir=data_dir, cwd=tmp_path)
+    # the compared seeds in hydra.sweeper.params, as a study config has them: the search runs on its
+    # own seed once, not once per compared seed
+    params = "hydra.sweeper.params={seed:'0'}"
+    result = run_cli("-m", params, "pooling=max", tune, *FAST, data_dir=data_dir, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     searched = []
+    assert len(list((sweep / "search").glob("[0-9]*"))) == 2  # one job per searched value
     for job in sorted((sweep / "search").glob("[0-9]*")):
         overrides = OmegaConf.load(job / ".hydra" / "overrides.yaml")
         assert "seed=100" in overrides and "seed=0" not in overrides  # the search's seed, not a compared one

@@ -102,10 +102,12 @@ class CheckedSweeper(Sweeper):
             except ConfigError as error:
                 raise ConfigError(f"{label}{number} ({' '.join(overrides)}): {error}") from None
 
-    def parse(self, arguments: Sequence[str]):
-        """`hydra.sweeper.params` and the command line's overrides, parsed by Hydra's grammar."""
+    def parse(self, arguments: Sequence[str], sweeper_params: bool = True):
+        """`hydra.sweeper.params` (unless sweeper_params=False) and the command line's overrides,
+        parsed by Hydra's grammar."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        return parser.parse_overrides([*(f"{k}={v}" for k, v in self.params.items()), *arguments])
+        params = [f"{k}={v}" for k, v in self.params.items()] if sweeper_params else []
+        return parser.parse_overrides([*params, *arguments])
 
     def make_sweep_dir(self) -> Path:
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -123,10 +125,10 @@ class CheckedSweeper(Sweeper):
             log.error("%s", error)
             raise SystemExit(1) from None
 
-    def grid(self, arguments: Sequence[str]) -> list[list[str]]:
+    def grid(self, arguments: Sequence[str], sweeper_params: bool = True) -> list[list[str]]:
         """For each override, the list of its values as `key=value` strings."""
         choices = []
-        for override in self.parse(arguments):
+        for override in self.parse(arguments, sweeper_params):
             key = override.get_key_element()
             if not override.is_sweep_override():
                 choices.append([f"{key}={override.get_value_element_as_str()}"])
@@ -173,7 +175,9 @@ class CheckedSweeper(Sweeper):
             raise ConfigError(
                 f"hydra.sweeper.tune.per: {', '.join(missing)} is not a key of the sweep ({', '.join(keys)})"
             )
-        searched = self.grid([f"{key}={values}" for key, values in self.tune.params.items()])
+        # the tune's own values only: with the sweep's params again, their keys (the compared seeds)
+        # would be searched too, and every search job run once per seed
+        searched = self.grid([f"{key}={values}" for key, values in self.tune.params.items()], sweeper_params=False)
         overrides = [[str(override)] for override in self.tune.overrides]
         replaced = {values[0].split("=", 1)[0] for values in searched + overrides}
         kept = [values for key, values in zip(keys, choices) if key not in replaced]
