@@ -79,10 +79,10 @@ def write_entry(
     decode: Callable[[list[Path]], list[np.ndarray | str]],
 ) -> None:
     """Decode `files` ROWS at a time (`decode`: an array per file, or why it failed) into a
-        temporary directory beside `entry`, then rename it into place; the decoded rows come first,
-        the rows of failed files stay zero at the end. Other entries of the same cache directory
-        are left alone; temporary directories of this machine's writers that no longer run are removed
-    (on a shared file system another node's writer is alive or not there, not here)."""
+    temporary directory beside `entry`, then rename it into place; the decoded rows come first,
+    the rows of failed files stay zero at the end. Other entries of the same cache directory
+    are left alone; temporary directories of this machine's writers that no longer run are
+    removed (on a shared file system another node's writer is alive or not there, not here)."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     host = socket.gethostname()
     for stale in entry.parent.glob(f"*.partial-{host}-*"):  # another node's writers are its own to judge
