@@ -7,6 +7,7 @@ parameters, fit time, failed jobs),
 report.csv, jobs.csv, val_acc.png and train_acc.png (accuracy per epoch) and test_acc.png (final
 test accuracy with error bars) into the sweep dir, or OUTPUT_DIR. --train-acc-target 0.75 adds the
 epochs each configuration took to reach 75% training accuracy (experiment=study_activation).
+--more SWEEP_DIR adds the seeds of another sweep of the same configurations (a seed in both is refused).
 """
 
 import argparse
@@ -23,11 +24,18 @@ def main() -> None:
     parser.add_argument(
         "--train-acc-target", type=float, metavar="ACC", help="report the epochs to this training accuracy"
     )
+    parser.add_argument(
+        "--more",
+        action="append",
+        default=[],
+        metavar="SWEEP_DIR",
+        help="a sweep that adds seeds to the first, e.g. the same command run later with seed=3,4 (repeatable)",
+    )
     args = parser.parse_args()
     if args.train_acc_target is not None and not 0 < args.train_acc_target <= 1:
         parser.error(f"--train-acc-target is an accuracy in (0, 1], got {args.train_acc_target}")
     try:
-        out = write_report(args.sweep_dir, args.output_dir, args.train_acc_target)
+        out = write_report(args.sweep_dir, args.output_dir, args.train_acc_target, tuple(args.more))
     except (ClassicCNNsError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
     print((out / "report.md").read_text())

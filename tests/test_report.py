@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -147,6 +148,52 @@ def test_epochs_to_a_training_accuracy_and_validation_only_at_the_end(tmp_path):
     assert "epochs to train acc 0.85" in report and "3.0 ± 0.0 (1/2 runs)" in report
     report = (write_report(tmp_path / "sweep", tmp_path / "out", train_acc_target=0.95) / "report.md").read_text()
     assert "not reached (0/2 runs)" in report
+
+
+def _seeded_sweep(sweep_dir, test_accs: dict):
+    for job, (seed, acc) in enumerate(test_accs.items()):
+        _fake_job(sweep_dir / str(job), seed, [0.5, 0.8], 0.8)
+        metrics_file = sweep_dir / str(job) / "metrics.json"
+        metrics_file.write_text(json.dumps(json.loads(metrics_file.read_text()) | {"test/acc": acc}))
+    return sweep_dir
+
+
+def test_a_later_sweep_adds_its_seeds_to_the_report(tmp_path):
+    first = _seeded_sweep(tmp_path / "first", {0: 0.80, 1: 0.82})
+    later = _seeded_sweep(tmp_path / "later", {2: 0.87, 3: 0.79})  # its jobs are named 0 and 1 too
+    jobs, curves, _ = load_sweep(first, (later,))
+    assert len(jobs) == 4 and jobs["job"].nunique() == 4 and curves.groupby("job").size().tolist() == [2] * 4
+    report = (write_report(first, tmp_path / "out", more=(later,)) / "report.md").read_text()
+    accs = [0.80, 0.82, 0.87, 0.79]
+    row = f"| (all) | 4 | 1,000 | 2 | {np.mean(accs):.4f} ± {np.std(accs, ddof=1):.4f} |"
+    assert row in re.sub(r" +", " ", report)  # one configuration, the four seeds of both sweeps
+    assert f"# Sweep {first} + {later}" in report
+
+
+@pytest.mark.parametrize(
+    "later_seeds",
+    [(1,), (0,), (5, 1), (1, 0), ("null", 0)],
+)
+def test_a_seed_in_two_reported_sweeps_is_refused(tmp_path, later_seeds):
+    """It would count twice and make the spread over seeds look smaller."""
+    first = _seeded_sweep(tmp_path / "first", {0: 0.80, 1: 0.82})
+    later = _seeded_sweep(tmp_path / "later", {seed: 0.85 for seed in later_seeds})
+    repeated = next(seed for seed in later_seeds if seed != "null" and seed in (0, 1))
+    with pytest.raises(ClassicCNNsError, match=rf"with seed={repeated} is in {first / str(repeated)} and in {later}/"):
+        load_sweep(first, (later,))
+
+
+def test_seeds_drawn_at_random_in_two_sweeps_are_not_a_repeat(tmp_path):
+    first = _seeded_sweep(tmp_path / "first", {"null": 0.80})
+    later = _seeded_sweep(tmp_path / "later", {"null": 0.84})
+    assert len(load_sweep(first, (later,))[0]) == 2
+
+
+def test_report_command_refuses_a_sweep_given_twice(tmp_path):
+    first = _seeded_sweep(tmp_path / "first", {0: 0.80, 1: 0.82})
+    result = run_command(ROOT / "scripts" / "report.py", str(first), "--more", f"{tmp_path}/./first", cwd=tmp_path)
+    assert result.returncode == 1 and "a sweep is given twice" in result.stderr
+    assert not (first / "report.md").exists()
 
 
 def test_report_command_rejects_a_target_that_is_not_an_accuracy(sweep):

@@ -63,6 +63,24 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
     return jobs
 
 
+def _refuse_repeated_seeds(job_dirs: list[Path], all_overrides: list[list[str]], names: list[str]) -> None:
+    """Sweeps reported together add seeds; a seed run in two of them would count twice and make
+    the spread over seeds look smaller than it is."""
+    seen: dict[tuple[str, str], Path] = {}
+    for job_dir, overrides, name in zip(job_dirs, all_overrides, names):
+        seeds = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in SEED_KEYS]
+        if seeds and seeds[0].split("=", 1)[1] == "null":  # a seed drawn at random in each job
+            continue
+        key = (name, " ".join(seeds))
+        if key in seen and seen[key].parent != job_dir.parent:
+            raise ClassicCNNsError(
+                f"{name} with {key[1] or 'the default seed'} is in {seen[key]} and in {job_dir}: sweeps reported "
+                "together must add other seeds (a seed counted twice makes the spread look smaller); leave one out "
+                "or run the added sweep with other seeds"
+            )
+        seen.setdefault(key, job_dir)
+
+
 def _configurations(all_overrides: list[list[str]]) -> tuple[list[str], list[str]]:
     """Each job's name from the overrides that vary (seed excluded), and the ones all share."""
     common = set.intersection(*(set(o) for o in all_overrides))
@@ -91,15 +109,25 @@ def _curves(job_dir: Path, job: str, configuration: str) -> list[dict]:
     return [rows[epoch] for epoch in sorted(rows)]
 
 
-def load_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+def load_sweep(
+    sweep_dir: str | Path, more: tuple[str | Path, ...] = ()
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """One row per job (its metrics), one row per job and epoch (its train/acc and val/acc), and
-    the overrides common to all jobs."""
+    the overrides common to all jobs. `more`: sweeps that add seeds to the first (e.g. run later
+    with seed=3,4); jobs are then named by their directory's path."""
     jobs, curves = [], []
-    job_dirs = _job_dirs(Path(sweep_dir))
+    sweeps = [Path(sweep_dir), *map(Path, more)]
+    if len({s.resolve() for s in sweeps}) < len(sweeps):
+        raise ClassicCNNsError(
+            f"a sweep is given twice among {', '.join(map(str, sweeps))}: its seeds would count twice"
+        )
+    job_dirs = [job for sweep in sweeps for job in _job_dirs(sweep)]
     all_overrides = [yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text()) or [] for d in job_dirs]
     names, common = _configurations(all_overrides)
+    _refuse_repeated_seeds(job_dirs, all_overrides, names)
     for job_dir, overrides, name in zip(job_dirs, all_overrides, names):
-        row = {"job": job_dir.name, "configuration": name, "overrides": " ".join(overrides)}
+        job = str(job_dir) if more else job_dir.name
+        row = {"job": job, "configuration": name, "overrides": " ".join(overrides)}
         metrics_file = job_dir / "metrics.json"
         if metrics_file.exists():
             row |= {
@@ -113,7 +141,7 @@ def load_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[
                 "error": error.read_text().strip().splitlines()[-1] if error.exists() else "no metrics.json",
             }
         jobs.append(row)
-        curves += _curves(job_dir, job_dir.name, name)
+        curves += _curves(job_dir, job, name)
     return pd.DataFrame(jobs), pd.DataFrame(curves, columns=["job", "configuration", "epoch", *CURVES]), common
 
 
@@ -328,16 +356,19 @@ def _speed_lines(done: pd.DataFrame, reference: str, target: float) -> list[str]
 
 
 def write_report(
-    sweep_dir: str | Path, output_dir: str | Path | None = None, train_acc_target: float | None = None
+    sweep_dir: str | Path,
+    output_dir: str | Path | None = None,
+    train_acc_target: float | None = None,
+    more: tuple[str | Path, ...] = (),
 ) -> Path:
     """report.csv, jobs.csv, report.md, val_acc.png, train_acc.png and test_acc.png, in output_dir
     (default: the sweep dir). With train_acc_target, the table gives the epochs each
     configuration took to reach that training accuracy (e.g. 0.75: the AlexNet paper's 25%
-    training error)."""
+    training error). `more`: sweeps that add seeds to the first (load_sweep)."""
     sweep_dir = Path(sweep_dir)
     out = Path(output_dir) if output_dir else sweep_dir
+    jobs, curves, common = load_sweep(sweep_dir, more)
     out.mkdir(parents=True, exist_ok=True)
-    jobs, curves, common = load_sweep(sweep_dir)
     if train_acc_target is not None:
         jobs["epochs_to_target"] = jobs["job"].map(epochs_to_train_acc(curves, train_acc_target))
     table = summarize_sweep(jobs)
@@ -346,7 +377,7 @@ def write_report(
 
     failures = int((jobs["status"] == "failed").sum())
     lines = [
-        f"# Sweep {sweep_dir}",
+        f"# Sweep {' + '.join(map(str, (sweep_dir, *more)))}",
         "",
         f"{len(jobs)} jobs, {failures} failed; common overrides: `{' '.join(common) or 'none'}`.",
         "",
