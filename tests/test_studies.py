@@ -4,6 +4,7 @@ import itertools
 import json
 import math
 import re
+from types import SimpleNamespace
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -16,7 +17,7 @@ from omegaconf import OmegaConf
 from classic_cnns.runs.config_checks import ConfigError, check_network_builds, validate
 from classic_cnns.runs.train import train
 from classic_cnns.tools.sweep_report import write_report
-from hydra_plugins.classic_cnns_sweeper.checked_sweeper import choose
+from hydra_plugins.classic_cnns_sweeper.checked_sweeper import CheckedSweeper, choose
 
 from .conftest import CONF_DIR
 from .test_cli import FAST, run_cli
@@ -193,6 +194,43 @@ def test_a_tuned_sweep_searches_first_and_each_job_trains_at_the_value_chosen_on
     assert (
         f"- pooling=max: **{best}**" in (write_report(sweep) / "report.md").read_text()
     )  # the report says what was chosen
+
+
+def grid_sweeper(params: dict) -> CheckedSweeper:
+    sweeper = CheckedSweeper(params=OmegaConf.create(params))
+    sweeper.hydra_context = SimpleNamespace(config_loader=None)  # what parsing needs of setup()
+    return sweeper
+
+
+def test_seeds_on_the_command_line_replace_a_studys_seeds():
+    """Not each of them once per seed of the study (30 jobs instead of 10, 2026-12-03)."""
+    params = OmegaConf.load(CONF_DIR / "experiment" / "study_activation.yaml").hydra.sweeper.params
+    jobs = list(itertools.product(*grid_sweeper(params).grid(["seed=0,1,2,3,4", "trainer=cpu"])))
+    assert sorted(jobs) == [
+        (f"activation={a}", f"seed={seed}", "trainer=cpu") for a in ("relu", "tanh") for seed in range(5)
+    ]
+
+
+sweep_values = st.lists(st.integers(0, 3), min_size=1, max_size=3, unique=True).map(lambda v: ",".join(map(str, v)))
+sweep_keys = st.sampled_from(["seed", "pooling", "model.widths", "+model.c1_padding", "optimizer.lr", "data@x"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    params=st.dictionaries(sweep_keys.filter(lambda k: not k.startswith("+")), sweep_values, max_size=4),
+    arguments=st.lists(st.tuples(sweep_keys, sweep_values), max_size=5),
+)
+def test_of_a_key_given_twice_the_last_values_count_and_no_job_repeats(params, arguments):
+    """Any mix of hydra.sweeper.params and command-line overrides, keys repeated among them: the
+    grid has each key once, in its first place, with its last values, as Hydra's BasicSweeper."""
+    given_in_order = [*params.items(), *arguments]
+    expected = {}
+    for key, values in given_in_order:
+        expected[key] = [f"{key}={value}" for value in values.split(",")]
+    grid = grid_sweeper(params).grid([f"{key}={values}" for key, values in arguments])
+    assert grid == list(expected.values())
+    jobs = list(itertools.product(*grid))
+    assert len(jobs) == len(set(jobs)) == math.prod(len(values) for values in expected.values())
 
 
 outcome_scores = st.one_of(st.none(), st.just(math.nan), st.floats(0, 1))
