@@ -183,6 +183,36 @@ def test_a_seed_in_two_reported_sweeps_is_refused(tmp_path, later_seeds):
         load_sweep(first, (later,))
 
 
+def test_the_seed_a_job_ran_with_is_compared_however_it_was_written(tmp_path):
+    first = _seeded_sweep(tmp_path / "first", {0: 0.80, 1: 0.82})
+    for written in ("++seed=1", "seed=5\n- seed=1"):  # the last override counts, as in Hydra
+        later = tmp_path / written.replace("\n- ", " ")
+        _seeded_sweep(later, {9: 0.85})
+        (later / "0" / ".hydra" / "overrides.yaml").write_text(f"- activation=relu\n- {written}\n")
+        with pytest.raises(ClassicCNNsError, match="with seed=1 is in"):
+            load_sweep(first, (later,))
+
+
+def test_a_failed_seed_may_be_run_again_in_a_later_sweep(tmp_path):
+    first = _seeded_sweep(tmp_path / "first", {0: 0.80, 1: 0.82})
+    (first / "1" / "metrics.json").unlink()
+    later = _seeded_sweep(tmp_path / "later", {1: 0.84})
+    jobs = load_sweep(first, (later,))[0]
+    assert jobs["status"].tolist() == ["completed", "failed", "completed"]
+
+
+def test_sweeps_that_wrote_their_keys_in_another_order_are_one_configuration(tmp_path):
+    first = _seeded_sweep(tmp_path / "first", {0: 0.80, 1: 0.82})
+    later = _seeded_sweep(tmp_path / "later", {2: 0.84, 3: 0.83})
+    for sweep, order in ((first, ("pooling=max", "norm=batch")), (later, ("norm=batch", "pooling=max"))):
+        for job in sweep.glob("[0-9]"):
+            overrides = (job / ".hydra" / "overrides.yaml").read_text()
+            (job / ".hydra" / "overrides.yaml").write_text(overrides + "".join(f"- {o}\n" for o in order))
+    (first / "0" / ".hydra" / "overrides.yaml").write_text("- activation=relu\n- seed=0\n- pooling=avg\n- norm=none\n")
+    jobs = load_sweep(first, (later,))[0]
+    assert jobs["configuration"].tolist() == ["pooling=avg norm=none", *["pooling=max norm=batch"] * 3]
+
+
 def test_seeds_drawn_at_random_in_two_sweeps_are_not_a_repeat(tmp_path):
     first = _seeded_sweep(tmp_path / "first", {"null": 0.80})
     later = _seeded_sweep(tmp_path / "later", {"null": 0.84})

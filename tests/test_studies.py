@@ -205,14 +205,17 @@ def grid_sweeper(params: dict) -> CheckedSweeper:
 def test_seeds_on_the_command_line_replace_a_studys_seeds():
     """Not each of them once per seed of the study (30 jobs instead of 10, 2026-12-03)."""
     params = OmegaConf.load(CONF_DIR / "experiment" / "study_activation.yaml").hydra.sweeper.params
-    jobs = list(itertools.product(*grid_sweeper(params).grid(["seed=0,1,2,3,4", "trainer=cpu"])))
-    assert sorted(jobs) == [
-        (f"activation={a}", f"seed={seed}", "trainer=cpu") for a in ("relu", "tanh") for seed in range(5)
-    ]
+    for seeds in ("seed", "++seed"):
+        jobs = list(itertools.product(*grid_sweeper(params).grid([f"{seeds}=0,1,2,3,4", "trainer=cpu"])))
+        assert sorted(jobs) == [
+            (f"activation={a}", f"{seeds}={seed}", "trainer=cpu") for a in ("relu", "tanh") for seed in range(5)
+        ]
 
 
 sweep_values = st.lists(st.integers(0, 3), min_size=1, max_size=3, unique=True).map(lambda v: ",".join(map(str, v)))
-sweep_keys = st.sampled_from(["seed", "pooling", "model.widths", "+model.c1_padding", "optimizer.lr", "data@x"])
+sweep_keys = st.sampled_from(
+    ["seed", "++seed", "pooling", "model.widths", "+model.c1_padding", "optimizer.lr", "data@x"]
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -226,7 +229,7 @@ def test_of_a_key_given_twice_the_last_values_count_and_no_job_repeats(params, a
     given_in_order = [*params.items(), *arguments]
     expected = {}
     for key, values in given_in_order:
-        expected[key] = [f"{key}={value}" for value in values.split(",")]
+        expected[key.lstrip("+")] = [f"{key}={value}" for value in values.split(",")]  # ++seed= sets seed
     grid = grid_sweeper(params).grid([f"{key}={values}" for key, values in arguments])
     assert grid == list(expected.values())
     jobs = list(itertools.product(*grid))

@@ -68,10 +68,13 @@ def _refuse_repeated_seeds(job_dirs: list[Path], all_overrides: list[list[str]],
     the spread over seeds look smaller than it is."""
     seen: dict[tuple[str, str], Path] = {}
     for job_dir, overrides, name in zip(job_dirs, all_overrides, names):
-        seeds = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in SEED_KEYS]
-        if seeds and seeds[0].split("=", 1)[1] == "null":  # a seed drawn at random in each job
+        if not (job_dir / "metrics.json").exists():  # a failed job adds nothing: its seed may be run again
             continue
-        key = (name, " ".join(seeds))
+        seeds = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in SEED_KEYS]
+        seed = seeds[-1].split("=", 1)[-1] if seeds and "=" in seeds[-1] else ""  # the last one counts, as in Hydra
+        if seed.lower() == "null":  # a seed drawn at random in each job
+            continue
+        key = (name, f"seed={seed}" if seed else "")
         if key in seen and seen[key].parent != job_dir.parent:
             raise ClassicCNNsError(
                 f"{name} with {key[1] or 'the default seed'} is in {seen[key]} and in {job_dir}: sweeps reported "
@@ -84,8 +87,16 @@ def _refuse_repeated_seeds(job_dirs: list[Path], all_overrides: list[list[str]],
 def _configurations(all_overrides: list[list[str]]) -> tuple[list[str], list[str]]:
     """Each job's name from the overrides that vary (seed excluded), and the ones all share."""
     common = set.intersection(*(set(o) for o in all_overrides))
+    key_order = {o.split("=", 1)[0].lstrip("+~"): None for overrides in all_overrides for o in overrides}
+    place = {key: i for i, key in enumerate(key_order)}  # sweeps that wrote their keys in another order
+
+    def key(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~")
+
     names = [
-        " ".join(o for o in overrides if o not in common and o.split("=", 1)[0].lstrip("+~") not in SEED_KEYS)
+        " ".join(
+            sorted((o for o in overrides if o not in common and key(o) not in SEED_KEYS), key=lambda o: place[key(o)])
+        )
         or "(all)"
         for overrides in all_overrides
     ]

@@ -104,12 +104,13 @@ class CheckedSweeper(Sweeper):
 
     def parse(self, arguments: Sequence[str], sweeper_params: bool = True):
         """`hydra.sweeper.params` (unless sweeper_params=False) and the command line's overrides,
-        parsed by Hydra's grammar; of a key given twice, the last counts, in the first's place (as
-        Hydra's BasicSweeper: `seed=3,4` on the command line replaces a study's seeds instead of
+        parsed by Hydra's grammar; of a key given twice (with or without + or ++), the last counts, in
+        the first's place (as Hydra's BasicSweeper: `seed=3,4` on the command line replaces a study's seeds instead of
         running each of them once per seed of the study)."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         params = [f"{k}={v}" for k, v in self.params.items()] if sweeper_params else []
-        last = {override.get_key_element(): override for override in parser.parse_overrides([*params, *arguments])}
+        overrides = parser.parse_overrides([*params, *arguments])
+        last = {o.get_key_element().lstrip("+"): o for o in overrides}  # `++seed=` sets what `seed=` sets
         return list(last.values())
 
     def make_sweep_dir(self) -> Path:
