@@ -63,6 +63,11 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
     return jobs
 
 
+def _override_key(override: str) -> str:
+    """`+seed=3`, `++seed=3`, `seed=3` -> `seed`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def _refuse_repeated_seeds(job_dirs: list[Path], all_overrides: list[list[str]], names: list[str]) -> None:
     """Sweeps reported together add seeds; a seed run in two of them would count twice and make
     the spread over seeds look smaller than it is."""
@@ -70,7 +75,7 @@ def _refuse_repeated_seeds(job_dirs: list[Path], all_overrides: list[list[str]],
     for job_dir, overrides, name in zip(job_dirs, all_overrides, names):
         if not (job_dir / "metrics.json").exists():  # a failed job adds nothing: its seed may be run again
             continue
-        seeds = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in SEED_KEYS]
+        seeds = [o for o in overrides if _override_key(o) in SEED_KEYS]
         seed = seeds[-1].split("=", 1)[-1] if seeds and "=" in seeds[-1] else ""  # the last one counts, as in Hydra
         if seed.lower() == "null":  # a seed drawn at random in each job
             continue
@@ -87,15 +92,15 @@ def _refuse_repeated_seeds(job_dirs: list[Path], all_overrides: list[list[str]],
 def _configurations(all_overrides: list[list[str]]) -> tuple[list[str], list[str]]:
     """Each job's name from the overrides that vary (seed excluded), and the ones all share."""
     common = set.intersection(*(set(o) for o in all_overrides))
-    key_order = {o.split("=", 1)[0].lstrip("+~"): None for overrides in all_overrides for o in overrides}
-    place = {key: i for i, key in enumerate(key_order)}  # sweeps that wrote their keys in another order
-
-    def key(override: str) -> str:
-        return override.split("=", 1)[0].lstrip("+~")
-
+    place: dict[str, int] = {}  # each key's first place: sweeps may write their keys in another order
+    for override in (o for overrides in all_overrides for o in overrides):
+        place.setdefault(_override_key(override), len(place))
     names = [
         " ".join(
-            sorted((o for o in overrides if o not in common and key(o) not in SEED_KEYS), key=lambda o: place[key(o)])
+            sorted(
+                (o for o in overrides if o not in common and _override_key(o) not in SEED_KEYS),
+                key=lambda o: place[_override_key(o)],
+            )
         )
         or "(all)"
         for overrides in all_overrides

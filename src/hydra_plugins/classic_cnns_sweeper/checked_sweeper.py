@@ -104,9 +104,9 @@ class CheckedSweeper(Sweeper):
 
     def parse(self, arguments: Sequence[str], sweeper_params: bool = True):
         """`hydra.sweeper.params` (unless sweeper_params=False) and the command line's overrides,
-        parsed by Hydra's grammar; of a key given twice (with or without + or ++), the last counts, in
-        the first's place (as Hydra's BasicSweeper: `seed=3,4` on the command line replaces a study's seeds instead of
-        running each of them once per seed of the study)."""
+        parsed by Hydra's grammar; of a key given twice (with or without + or ++), the last counts,
+        in the first's place, as in Hydra's BasicSweeper: `seed=3,4` on the command line replaces a
+        study's seeds instead of running each of them once per seed of the study."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         params = [f"{k}={v}" for k, v in self.params.items()] if sweeper_params else []
         overrides = parser.parse_overrides([*params, *arguments])
